@@ -1,0 +1,69 @@
+"""`artifactkit check`: the CI gate. Exit 0 within budget and clean, 1 over budget or
+guard tripped, 2 bad input."""
+
+from __future__ import annotations
+
+import click
+
+from artifactkit.budget import RULE_TEXT, BudgetLine, count_code, default_code_files
+from artifactkit.cli import emit_json, guarded, note
+from artifactkit.commands._common import EXISTING_FILE, budget_options, debug_option, json_option
+from artifactkit.reader import open_artifact
+from artifactkit.rules import SMALL_TENSOR_THRESHOLD
+
+EXIT_CHECK_FAILED = 1
+
+
+def artifact_problems(artifact) -> list[str]:
+    """Large float tensors that were stored under `other`: the fall-through guard."""
+    names = [t.name for t in artifact.tensors
+             if t.category == "other" and t.numel > SMALL_TENSOR_THRESHOLD and t.scheme != "raw"]
+    if not names:
+        return []
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return [f"{len(names)} large tensor(s) fell through to 'other' ({shown}); add a rule with --rules at pack time"]
+
+
+@click.command("check")
+@click.argument("artifact", type=EXISTING_FILE)
+@budget_options
+@click.option("--loader-bytes", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Bytes of a standalone loader pasted into the training script, if not among --code files.")
+@json_option
+@debug_option
+@guarded
+def check_command(artifact: str, code_files: tuple[str, ...], budget: int, code_rule: str, loader_bytes: int,
+                  as_json: bool) -> None:
+    """The budget gate for CI: total = ARTIFACT bytes + code bytes (+ loader bytes)
+    must be <= --budget (16,000,000 by default, decimal) and no large tensor may have
+    fallen through classification. Exit 0 ok, 1 failed, 2 bad input. The code-byte
+    rule used is always printed."""
+    opened = open_artifact(artifact)
+    code = count_code(list(code_files) or default_code_files())
+    line = BudgetLine(budget, opened.artifact_bytes, code.bytes_for(code_rule), loader_bytes, code_rule)
+    problems = artifact_problems(opened)
+    if not line.ok:
+        problems.append(f"over budget by {-line.headroom:,} bytes ({line.total_bytes:,} > {budget:,})")
+    ok = not problems
+    if as_json:
+        emit_json({"artifact_bytes": line.model_bytes, "code_bytes": line.code_bytes, "loader_bytes": loader_bytes,
+                   "total_bytes": line.total_bytes, "budget": budget, "headroom": line.headroom, "ok": ok,
+                   "problems": problems, "code_rule": code_rule,
+                   "code_files": [{"path": f.path, "raw_bytes": f.raw_bytes, "compressed_bytes": f.compressed_bytes}
+                                  for f in code.files]})
+    else:
+        for f in code.files:
+            click.echo(f"code  {f.path}: {f.raw_bytes:,} bytes raw, {f.compressed_bytes:,} self-extracting")
+        click.echo(f"model {artifact}: {line.model_bytes:,} bytes ({opened.format})")
+        if loader_bytes:
+            click.echo(f"loader: {loader_bytes:,} bytes")
+        click.echo(f"total {line.total_bytes:,} of {budget:,} -> headroom {line.headroom:,} bytes "
+                   f"[code rule: {RULE_TEXT[code_rule]}]")
+        click.echo("OK" if ok else "FAILED")
+    if not ok:
+        for problem in problems:
+            note(f"error: {artifact}: {problem}")
+        raise SystemExit(EXIT_CHECK_FAILED)
+
+
+COMMANDS = [check_command]

@@ -1,0 +1,97 @@
+"""`artifactkit inspect` and `artifactkit unpack`: read any artifact (.akit or legacy)."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+
+import click
+import torch
+
+from artifactkit.artifact import ArtifactReader
+from artifactkit.cli import emit_json, guarded, note
+from artifactkit.commands._common import EXISTING_FILE, debug_option, json_option
+from artifactkit.io import atomic_write_bytes
+from artifactkit.reader import open_artifact
+from artifactkit.table import fmt_int, render
+
+
+def describe_artifact(artifact, path: str) -> dict:
+    tensors = [{"name": t.name, "category": t.category, "scheme": t.label,
+                "bits": t.bits if t.scheme == "int" else {"fp16": 16, "float16": 16, "fp32": 32, "float32": 32,
+                                                         "bfloat16": 16}.get(t.scheme),
+                "shape": list(t.shape), "numel": t.numel, "dtype": t.dtype} for t in artifact.tensors]
+    document = {
+        "path": path,
+        "format": artifact.format,
+        "codec": artifact.codec,
+        "artifact_bytes": artifact.artifact_bytes,
+        "payload_sha256": artifact.payload_sha256,
+        "policy": artifact.policy_name,
+        "tensors": tensors,
+        "dropped": list(artifact.dropped),
+    }
+    if isinstance(artifact, ArtifactReader):
+        document["sections"] = artifact.header["sections"]
+        document["banks"] = [b["name"] for b in artifact.header["banks"]]
+        document["meta"] = {k: v for k, v in artifact.header.get("meta", {}).items() if k != "config"}
+    return document
+
+
+@click.command("inspect")
+@click.argument("artifact", type=EXISTING_FILE)
+@json_option
+@debug_option
+@guarded
+def inspect_command(artifact: str, as_json: bool) -> None:
+    """Show what ARTIFACT holds: format, codec, policy, sections and every tensor's
+    category, scheme and shape. Reads .akit files and, detected by content, the public
+    baseline's int8_clean_per_row_v1 .ptz and the seed's int6 .ptz."""
+    opened = open_artifact(artifact)
+    document = describe_artifact(opened, artifact)
+    if as_json:
+        emit_json(document)
+        return
+    click.echo(f"{artifact}: {document['format']}, codec {document['codec']}, policy {document['policy']}, "
+               f"{document['artifact_bytes']:,} bytes, sha256(payload) {document['payload_sha256'][:16]}...")
+    for section in document.get("sections", []):
+        if section["raw_bytes"]:
+            click.echo(f"  section {section['name']:<6} {section['codec']:<6} {section['raw_bytes']:>12,} raw -> "
+                       f"{section['stored_bytes']:>12,} stored")
+    click.echo()
+    click.echo(render(["tensor", "category", "scheme", "shape", "params"],
+                      [(t["name"], t["category"], t["scheme"], "x".join(map(str, t["shape"])) or "scalar",
+                        fmt_int(t["numel"])) for t in document["tensors"]],
+                      ("total", "", "", "", fmt_int(sum(t["numel"] for t in document["tensors"])))))
+    per_category: dict[str, int] = defaultdict(int)
+    for t in document["tensors"]:
+        per_category[t["category"]] += t["numel"]
+    if document["dropped"]:
+        click.echo(f"\ndropped at pack time: {', '.join(document['dropped'])}")
+
+
+@click.command("unpack")
+@click.argument("artifact", type=EXISTING_FILE)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the dequantized state dict (torch.save, loadable with weights_only=True).")
+@click.option("--expanded", is_flag=True, help="Keep banks expanded into per-layer tensors (b.N.a.q, ...).")
+@json_option
+@debug_option
+@guarded
+def unpack_command(artifact: str, output: str, expanded: bool, as_json: bool) -> None:
+    """Dequantize ARTIFACT into a plain state dict (banks restored unless --expanded,
+    original dtypes) and save it with torch.save to OUTPUT."""
+    opened = open_artifact(artifact)
+    state = opened.expanded_state_dict() if expanded else opened.state_dict()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(output, buffer.getvalue())
+    if as_json:
+        emit_json({"path": output, "tensors": len(state), "params": sum(t.numel() for t in state.values()),
+                   "format": opened.format})
+    else:
+        note(f"wrote {output}: {len(state)} tensors, {sum(t.numel() for t in state.values()):,} parameters "
+             f"(dequantized from {opened.format})")
+
+
+COMMANDS = [inspect_command, unpack_command]

@@ -1,0 +1,212 @@
+"""Quantization policies: category (and optionally a name pattern) -> scheme.
+
+A policy is a validated, versioned dataclass that serialises into the artifact
+header, so every artifact says exactly how it was made. Decision order for one tensor
+(the first that applies wins, and the reason is recorded):
+
+  1. category `training_only`                 -> drop
+  2. a `--bits-for REGEX=N` override          -> intN (float tensors with >= 2 dims)
+  3. not a floating-point tensor              -> raw (stored as is)
+  4. category `control`                       -> fp32
+  5. small (<= threshold elements) or 1-D     -> fp16
+  6. the category's scheme (attn, mlp, embed, other)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from artifactkit.clip import parse_clip_rule
+from artifactkit.errors import InputError
+from artifactkit.rules import SMALL_TENSOR_THRESHOLD
+
+POLICY_VERSION = 1
+QUANTIZED_CATEGORIES = ("attn", "mlp", "embed", "other")
+# int8 keeps the public baseline's fixed percentile; narrower widths search per row.
+DEFAULT_CLIP_BY_BITS = {8: "percentile:0.9999984"}
+DEFAULT_CLIP = "percentile"
+
+
+def default_clip(bits: int) -> str:
+    return DEFAULT_CLIP_BY_BITS.get(bits, DEFAULT_CLIP)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    kind: str  # "int" | "fp16" | "fp32" | "raw" | "drop"
+    bits: int | None = None
+    clip: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"int{self.bits}" if self.kind == "int" else self.kind
+
+    @property
+    def stored_bits(self) -> int | None:
+        return {"int": self.bits, "fp16": 16, "fp32": 32}.get(self.kind)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.kind == "int":
+            out.update(bits=self.bits, clip=self.clip)
+        return out
+
+
+def int_scheme(bits: int, clip: str | None = None) -> Scheme:
+    if not 2 <= bits <= 8:
+        raise InputError(f"bits={bits}: integer schemes support 2..8 bits; pick a width in that range")
+    return Scheme("int", bits, clip or default_clip(bits))
+
+
+FP16, FP32, RAW, DROP = Scheme("fp16"), Scheme("fp32"), Scheme("raw"), Scheme("drop")
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    category_schemes: Mapping[str, Scheme]  # large float tensors of attn / mlp / embed / other
+    bits_for: tuple[tuple[str, int], ...] = ()
+    clip_for: Mapping[str, str] = field(default_factory=dict)  # category -> clip rule text
+    small_threshold: int = SMALL_TENSOR_THRESHOLD
+    version: int = POLICY_VERSION
+
+    def scheme_for(self, name: str, category: str, tensor: torch.Tensor) -> tuple[Scheme, str]:
+        """(scheme, reason) for one expanded tensor."""
+        if category == "training_only":
+            return DROP, "training-only tensors are not shipped"
+        quantizable = tensor.is_floating_point() and tensor.dim() >= 2
+        for pattern, bits in self.bits_for:
+            if quantizable and re.search(pattern, name):
+                return int_scheme(bits, self.clip_for.get(category)), f"--bits-for {pattern}={bits}"
+        if not tensor.is_floating_point():
+            return RAW, "not a floating-point tensor: stored as is"
+        if category == "control":
+            return FP32, "control tensors stay fp32"
+        if tensor.numel() <= self.small_threshold or tensor.dim() < 2:
+            return FP16, f"small tensor (<= {self.small_threshold:,} elements or 1-D): fp16"
+        scheme = self.category_schemes.get(category, self.category_schemes.get("other", FP16))
+        if scheme.kind == "int" and category in self.clip_for:
+            scheme = replace(scheme, clip=self.clip_for[category])
+        return scheme, f"policy {self.name}: {category} -> {scheme.label}"
+
+    def with_bits(self, overrides: Mapping[str, int]) -> Policy:
+        schemes = dict(self.category_schemes)
+        for category, bits in overrides.items():
+            if category not in QUANTIZED_CATEGORIES:
+                raise InputError(
+                    f"--bits {category}={bits}: unknown category; use one of {', '.join(QUANTIZED_CATEGORIES)}"
+                )
+            schemes[category] = int_scheme(bits, self.clip_for.get(category))
+        label = ",".join(f"{c}={b}" for c, b in overrides.items())
+        return replace(self, name=f"{self.name}+{label}" if label else self.name, category_schemes=schemes)
+
+    def with_bits_for(self, rules: list[tuple[str, int]]) -> Policy:
+        for pattern, bits in rules:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise InputError(f"--bits-for {pattern}={bits}: bad regular expression ({exc}); fix the pattern") from exc
+            int_scheme(bits)
+        return replace(self, bits_for=tuple(self.bits_for) + tuple(rules))
+
+    def with_clip(self, overrides: Mapping[str, str]) -> Policy:
+        for category, text in overrides.items():
+            if category not in QUANTIZED_CATEGORIES:
+                raise InputError(f"--clip {category}={text}: unknown category; use one of {', '.join(QUANTIZED_CATEGORIES)}")
+            try:
+                parse_clip_rule(text)
+            except ValueError as exc:
+                raise InputError(f"--clip {category}={text}: {exc}") from exc
+        merged = {**self.clip_for, **overrides}
+        schemes = {c: (replace(s, clip=merged[c]) if s.kind == "int" and c in merged else s)
+                   for c, s in self.category_schemes.items()}
+        return replace(self, clip_for=merged, category_schemes=schemes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "categories": {c: s.to_json() for c, s in self.category_schemes.items()},
+            "bits_for": [[p, b] for p, b in self.bits_for],
+            "clip_for": dict(self.clip_for),
+            "small_threshold": self.small_threshold,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Policy:
+        if int(data.get("version", 0)) != POLICY_VERSION:
+            raise InputError(f"policy version {data.get('version')!r} is not {POLICY_VERSION}; upgrade artifactkit")
+        schemes = {c: Scheme(s["kind"], s.get("bits"), s.get("clip")) for c, s in data["categories"].items()}
+        return cls(str(data["name"]), schemes, tuple((p, int(b)) for p, b in data.get("bits_for", [])),
+                   dict(data.get("clip_for", {})), int(data.get("small_threshold", SMALL_TENSOR_THRESHOLD)))
+
+
+def _uniform(name: str, scheme: Scheme) -> Policy:
+    return Policy(name, {c: scheme for c in QUANTIZED_CATEGORIES})
+
+
+NAMED_POLICIES: dict[str, Policy] = {
+    "int6-mixed": Policy(
+        "int6-mixed",
+        {"attn": int_scheme(6), "mlp": int_scheme(6), "embed": int_scheme(8), "other": int_scheme(8)},
+    ),
+    "int8": _uniform("int8", int_scheme(8)),
+    "fp16": _uniform("fp16", FP16),
+}
+DEFAULT_POLICY = "int6-mixed"
+
+
+def default_policy() -> Policy:
+    return NAMED_POLICIES[DEFAULT_POLICY]
+
+
+def parse_bits(text: str | None) -> dict[str, int]:
+    """`attn=6,mlp=5,embed=7` -> {"attn": 6, ...}."""
+    result: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        category, sep, value = part.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise InputError(f"--bits {part!r}: expected CATEGORY=BITS such as attn=6; fix the option")
+        result[category.strip()] = int(value)
+    return result
+
+
+def parse_bits_for(items: tuple[str, ...] | list[str]) -> list[tuple[str, int]]:
+    """`REGEX=N` items (the last `=` splits, so regexes may contain `=`)."""
+    rules = []
+    for item in items:
+        pattern, sep, value = item.rpartition("=")
+        if not sep or not pattern or not value.strip().isdigit():
+            raise InputError(f"--bits-for {item!r}: expected REGEX=BITS such as 'b\\.0\\.'=8; fix the option")
+        rules.append((pattern, int(value)))
+    return rules
+
+
+def parse_clip(text: str | None) -> dict[str, str]:
+    """`attn=std:12.5,embed=percentile` -> {"attn": "std:12.5", ...}."""
+    result = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        category, sep, rule = part.partition("=")
+        if not sep:
+            raise InputError(f"--clip {part!r}: expected CATEGORY=RULE such as attn=std:12.5; fix the option")
+        result[category.strip()] = rule.strip()
+    return result
+
+
+def resolve_policy(name: str = DEFAULT_POLICY, bits: str | None = None, bits_for: tuple[str, ...] = (),
+                   clip: str | None = None) -> Policy:
+    if name not in NAMED_POLICIES:
+        raise InputError(f"--policy {name!r}: unknown policy; use one of {', '.join(NAMED_POLICIES)}")
+    policy = NAMED_POLICIES[name]
+    if clip:
+        policy = policy.with_clip(parse_clip(clip))
+    if bits:
+        policy = policy.with_bits(parse_bits(bits))
+    if bits_for:
+        policy = policy.with_bits_for(parse_bits_for(bits_for))
+    return policy
