@@ -120,7 +120,7 @@ class Policy:
                 raise InputError(f"--clip {category}={text}: unknown category; use one of {', '.join(QUANTIZED_CATEGORIES)}")
             try:
                 parse_clip_rule(text)
-            except ValueError as exc:
+            except InputError as exc:
                 raise InputError(f"--clip {category}={text}: {exc}") from exc
         merged = {**self.clip_for, **overrides}
         schemes = {c: (replace(s, clip=merged[c]) if s.kind == "int" and c in merged else s)
