@@ -1,0 +1,123 @@
+"""Calibration token sources for GPTQ: windows of training shards, or text the model
+samples itself. Validation shards are refused: the challenge forbids tuning anything,
+quantization included, on validation data.
+
+Both sources return a LongTensor [num_seqs, seq_len] that depends only on the inputs
+and `seed`.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import numpy as np
+import torch
+from torch import nn
+
+from artifactkit.errors import CheckFailed, InputError, describe
+from eval.shards import BOS_ID, ShardError, read_header, read_shard, resolve_shards
+
+VALIDATION_MARKER = "val"
+
+
+def tokens_from_shards(glob: str, num_seqs: int, seq_len: int, seed: int) -> torch.Tensor:
+    """`num_seqs` distinct non-overlapping windows of `seq_len` tokens, drawn at random
+    (seeded) from the training shards matching `glob`; windows never straddle shards.
+    Refuses any matched file whose name contains "val"."""
+    if num_seqs < 1 or seq_len < 1:
+        raise InputError(
+            f"calibration: num_seqs={num_seqs}, seq_len={seq_len}; both must be at least 1"
+        )
+    try:
+        paths = resolve_shards(glob)
+    except ShardError as exc:
+        raise InputError(str(exc)) from None
+    for path in paths:
+        if VALIDATION_MARKER in path.name.lower():
+            raise InputError(
+                describe(
+                    path,
+                    "looks like a validation shard (its name contains 'val'); calibrating on "
+                    "validation data is not allowed by the challenge rules",
+                    "pass training shards (e.g. 'fineweb_train_*.bin') or use --calib self",
+                )
+            )
+    try:
+        window_counts = [read_header(path) // seq_len for path in paths]
+    except ShardError as exc:
+        raise InputError(str(exc)) from None
+    total = sum(window_counts)
+    if total < num_seqs:
+        raise InputError(
+            f"{glob}: the shards hold only {total} windows of {seq_len} tokens but {num_seqs} were "
+            "asked for; pass more training shards, fewer calibration sequences or a shorter seq_len"
+        )
+    generator = torch.Generator().manual_seed(int(seed))
+    chosen = torch.randperm(total, generator=generator)[:num_seqs].sort().values.tolist()
+    first_window = np.cumsum([0, *window_counts]).tolist()
+    rows = []
+    mapped: dict[int, np.ndarray] = {}
+    for window in chosen:
+        shard = bisect.bisect_right(first_window, window) - 1
+        if shard not in mapped:
+            try:
+                mapped[shard] = read_shard(paths[shard])
+            except ShardError as exc:
+                raise InputError(str(exc)) from None
+        start = (window - first_window[shard]) * seq_len
+        rows.append(np.asarray(mapped[shard][start : start + seq_len], dtype=np.int64))
+    return torch.from_numpy(np.stack(rows))
+
+
+def self_generated(
+    model: nn.Module,
+    num_seqs: int,
+    seq_len: int,
+    seed: int,
+    bos_id: int = BOS_ID,
+    temperature: float = 1.0,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """Sample `num_seqs` sequences of `seq_len` tokens from `model` (`model(ids)` ->
+    logits [B, T, V]), each starting with `bos_id`, `batch_size` sequences at a time.
+    Deterministic for a seed: sampling draws from one seeded torch.Generator on
+    `device`. Returned on the CPU."""
+    if num_seqs < 1 or seq_len < 1 or batch_size < 1:
+        raise InputError(
+            f"calibration: num_seqs={num_seqs}, seq_len={seq_len}, batch_size={batch_size}; "
+            "all must be at least 1"
+        )
+    if not temperature > 0:
+        raise InputError(f"calibration: temperature={temperature}; use a temperature above 0 (1.0 is usual)")
+    device = torch.device(device)
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    was_training = model.training
+    model.eval()
+    batches = []
+    try:
+        with torch.no_grad():
+            for start in range(0, num_seqs, batch_size):
+                count = min(batch_size, num_seqs - start)
+                ids = torch.full((count, 1), int(bos_id), dtype=torch.long, device=device)
+                for _ in range(seq_len - 1):
+                    logits = model(ids)
+                    if not isinstance(logits, torch.Tensor) or logits.ndim != 3 or logits.shape[:2] != ids.shape:
+                        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                        raise InputError(
+                            f"model: returned {shape} for input {tuple(ids.shape)}; self-generated "
+                            "calibration needs model(ids) -> logits [B, T, V]"
+                        )
+                    last = logits[:, -1, :].float() / temperature
+                    if not torch.isfinite(last).all():
+                        raise CheckFailed(
+                            "model: produced NaN or inf logits while sampling calibration text; "
+                            "check the checkpoint or calibrate on training shards"
+                        )
+                    probabilities = torch.softmax(last, dim=-1)
+                    next_ids = torch.multinomial(probabilities, 1, generator=generator)
+                    ids = torch.cat([ids, next_ids], dim=1)
+                batches.append(ids.cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(batches)

@@ -1,0 +1,340 @@
+"""GPTQ (Frantar et al., 2022): error-feedback rounding of per-row symmetric intN weights
+against a per-layer input Hessian, and the collector that measures those Hessians.
+
+This module owns three things:
+
+* `gptq_quantize` - one 2-D weight [rows=out_features, cols=in_features] + its Hessian
+  H = 2 X^T X / n [cols, cols] -> (codes int8, scales float16) in the project's intN
+  convention (`artifactkit.clip`). Scales come from the clip rule applied to the
+  ORIGINAL weights and stay fixed; only the rounding decisions use error feedback.
+* `HessianCollector` / `collect_hessians` - a `TorchFunctionMode` that sees every
+  `torch.nn.functional.linear` call of any model (nn.Linear included, and bank slices
+  used as `F.linear(x, bank[i])`), and accumulates 2 X^T X / n in float64 per weight.
+  Weights are recognised by storage (pointer, offset, shape, stride), so a slice of a
+  3-D bank parameter maps to its expanded per-layer name; a weight cast inside the
+  forward (`self.weight.to(x.dtype)`) is followed through the cast.
+* `gptq_state_dict` - GPTQ for every tensor of an expanded state dict that has both a
+  Hessian and a bit width.
+
+What is not captured: matrix products written as `x @ w.T` or `torch.matmul` (only
+`F.linear` is seen), and compiled models (collect on the eager module).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from artifactkit.banks import bank_layout, member_names
+from artifactkit.clip import ClipRule, levels_for, row_clip, scales_from_clip
+from artifactkit.errors import CheckFailed, InputError
+
+# Tensor methods that make a converted copy of a weight inside a forward; the copy is
+# followed back to the weight's name.
+_CONVERSIONS = {
+    torch.Tensor.to,
+    torch.Tensor.type,
+    torch.Tensor.bfloat16,
+    torch.Tensor.half,
+    torch.Tensor.float,
+    torch.Tensor.double,
+    torch.Tensor.contiguous,
+    torch.Tensor.clone,
+    torch.Tensor.detach,
+}
+
+MAX_DAMP_RETRIES = 6
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple[Any, ...] | None:
+    try:
+        pointer = tensor.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # tensors without storage (meta, some subclasses)
+        return None
+    return (tensor.device, pointer, tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()))
+
+
+def weight_names(model: nn.Module) -> dict[tuple[Any, ...], str]:
+    """Storage key -> expanded state-dict name, for every 2-D parameter and every
+    dim-0 slice of a 3-D bank parameter of `model` (named by `artifactkit.banks`)."""
+    names: dict[tuple[Any, ...], str] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.ndim == 2:
+            key = _storage_key(parameter)
+            if key is not None:
+                names.setdefault(key, name)
+        elif parameter.ndim == 3 and bank_layout(name) is not None:
+            try:
+                members = member_names(name, tuple(parameter.shape))
+            except InputError:
+                continue  # malformed bank: expand_banks reports it; its slices stay unmatched
+            for index, member in enumerate(members):
+                key = _storage_key(parameter[index])
+                if key is not None:
+                    names.setdefault(key, member)
+    return names
+
+
+class HessianCollector(TorchFunctionMode):
+    """Accumulate H = 2 X^T X / n (float64) for the weight of every F.linear call made
+    while the mode is active:
+
+        with HessianCollector(model) as collector:
+            model(tokens)
+        hessians = collector.hessians()
+
+    `unmatched` counts F.linear calls whose weight is not a parameter (or bank slice,
+    or a converted copy of one) of `model`, keyed by the weight's shape."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self._names = weight_names(model)
+        self._aliases: dict[int, tuple[weakref.ref, str]] = {}
+        self._sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.unmatched: dict[tuple[int, ...], int] = {}
+
+    def _name_of(self, tensor: Any) -> str | None:
+        if not isinstance(tensor, torch.Tensor):
+            return None
+        alias = self._aliases.get(id(tensor))
+        if alias is not None and alias[0]() is tensor:
+            return alias[1]
+        key = _storage_key(tensor)
+        return self._names.get(key) if key is not None else None
+
+    def _remember_alias(self, result: Any, name: str) -> None:
+        if not isinstance(result, torch.Tensor):
+            return
+        identity = id(result)
+        aliases = self._aliases
+
+        def forget(dying: weakref.ref, identity: int = identity) -> None:
+            # Only drop the entry this reference created; the id may already be reused.
+            entry = aliases.get(identity)
+            if entry is not None and entry[0] is dying:
+                del aliases[identity]
+
+        aliases[identity] = (weakref.ref(result, forget), name)
+
+    def _accumulate(self, name: str, inputs: torch.Tensor) -> None:
+        rows = inputs.detach().reshape(-1, inputs.shape[-1]).to(torch.float64)
+        if rows.shape[0] == 0:
+            return
+        total = self._sums.get(name)
+        if total is None:
+            total = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64, device=rows.device)
+            self._sums[name] = total
+        total.addmm_(rows.T, rows)
+        self.counts[name] = self.counts.get(name, 0) + rows.shape[0]
+
+    def __torch_function__(
+        self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        if func is F.linear:
+            inputs = args[0] if args else kwargs.get("input")
+            weight = args[1] if len(args) > 1 else kwargs.get("weight")
+            name = self._name_of(weight)
+            if name is None:
+                shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else ()
+                self.unmatched[shape] = self.unmatched.get(shape, 0) + 1
+            else:
+                self._accumulate(name, inputs)
+        elif func in _CONVERSIONS and args and result is not args[0]:
+            name = self._name_of(args[0])
+            if name is not None:
+                self._remember_alias(result, name)
+        return result
+
+    def hessians(self) -> dict[str, torch.Tensor]:
+        """name -> 2 X^T X / n (float64, on the device the inputs were on)."""
+        return {name: total * (2.0 / self.counts[name]) for name, total in self._sums.items()}
+
+
+def collect_hessians(
+    model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device | str
+) -> dict[str, torch.Tensor]:
+    """Run `model(batch)` on every token batch [B, T] (moved to `device`; the model must
+    already be there) in eval mode without gradients, and return the Hessian of every
+    F.linear weight, named as in the expanded state dict (float64, on the CPU)."""
+    device = torch.device(device)
+    first = next(iter(model.parameters()), None)
+    if first is not None and first.device.type != device.type:
+        raise InputError(
+            f"model: its parameters are on {first.device} but calibration runs on {device}; "
+            f"move the model there first (model.to({str(device)!r}))"
+        )
+    collector = HessianCollector(model)
+    was_training = model.training
+    model.eval()
+    seen = 0
+    try:
+        with torch.no_grad(), collector:
+            for batch in batches:
+                model(batch.to(device=device, dtype=torch.long))
+                seen += 1
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise InputError("calibration: no batches were given; pass at least one calibration sequence")
+    if not collector.counts:
+        raise InputError(
+            "model: no torch.nn.functional.linear call used one of the model's parameters; "
+            "GPTQ needs linear layers (nn.Linear or F.linear on a weight / bank slice)"
+        )
+    return {name: hessian.cpu() for name, hessian in collector.hessians().items()}
+
+
+def _inverse_hessian_factor(hessian: torch.Tensor, damp: float, name: str) -> torch.Tensor:
+    """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1, raising the damping
+    tenfold (up to MAX_DAMP_RETRIES times) while H is numerically not positive definite."""
+    identity = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
+    damping = damp * float(hessian.diagonal().mean())
+    if damping <= 0:
+        damping = 1e-8
+    for _ in range(MAX_DAMP_RETRIES + 1):
+        lower, info = torch.linalg.cholesky_ex(hessian + damping * identity)
+        if int(info) == 0:
+            upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
+            if int(info) == 0:
+                return upper
+        damping *= 10.0
+    raise CheckFailed(
+        f"{name}: Hessian is not positive definite even with damping {damping / 10:.3g}; "
+        "collect more calibration tokens or quantize this tensor without GPTQ"
+    )
+
+
+def gptq_quantize(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    bits: int,
+    clip: ClipRule,
+    *,
+    block_size: int = 128,
+    damp: float = 0.01,
+    act_order: bool = False,
+    device: torch.device | str | None = None,
+    name: str = "weight",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPTQ-round `weight` [rows, cols] given its input Hessian [cols, cols].
+
+    Returns (codes int8 [rows, cols], scales float16 [rows]) on `weight`'s device, in the
+    convention of `artifactkit.clip.quantize_with_clip`; with an identity (or any
+    diagonal) Hessian the codes equal round-to-nearest exactly. Columns whose Hessian
+    diagonal is 0 (inputs never active in calibration) are rounded to nearest and
+    exchange no error with the others. `device` picks where the work runs (default:
+    the weight's device); the Hessian factorisation runs in float64, the updates in
+    float32."""
+    if weight.ndim != 2:
+        raise InputError(f"{name}: GPTQ needs a 2-D weight, got shape {tuple(weight.shape)}; expand banks first")
+    rows, cols = weight.shape
+    if tuple(hessian.shape) != (cols, cols):
+        raise InputError(
+            f"{name}: Hessian shape {tuple(hessian.shape)} does not match {cols} input columns; "
+            "collect the Hessian for this tensor from the same model"
+        )
+    if block_size < 1:
+        raise InputError(f"{name}: block_size={block_size}; use a positive block size (128 is usual)")
+    if not damp >= 0:
+        raise InputError(f"{name}: damp={damp}; use a non-negative damping fraction (0.01 is usual)")
+    work_device = torch.device(device) if device is not None else weight.device
+    work = weight.detach().to(work_device, torch.float32).clone()
+    if not torch.isfinite(work).all():
+        raise InputError(f"{name}: weight has NaN or inf values; fix the checkpoint before quantizing")
+    scales = scales_from_clip(row_clip(work, bits, clip), bits)
+    if rows == 0 or cols == 0:
+        return torch.zeros(rows, cols, dtype=torch.int8, device=weight.device), scales.to(weight.device)
+
+    hessian64 = hessian.detach().to(work_device, torch.float64).clone()
+    if not torch.isfinite(hessian64).all():
+        raise InputError(f"{name}: Hessian has NaN or inf values; recollect it from finite activations")
+    dead = hessian64.diagonal() <= 0
+    hessian64[dead, :] = 0.0
+    hessian64[:, dead] = 0.0
+    hessian64[dead, dead] = 1.0
+    permutation = None
+    if act_order:
+        permutation = torch.argsort(hessian64.diagonal(), descending=True, stable=True)
+        work = work[:, permutation]
+        hessian64 = hessian64[permutation][:, permutation]
+    inverse_factor = _inverse_hessian_factor(hessian64, damp, name).to(torch.float32)
+
+    levels = levels_for(bits)
+    scale32 = scales.float()
+    zero_rows = scale32 == 0
+    divisor = torch.where(zero_rows, torch.ones_like(scale32), scale32)
+    codes = torch.zeros(rows, cols, dtype=torch.int8, device=work_device)
+    for start in range(0, cols, block_size):
+        end = min(start + block_size, cols)
+        block = work[:, start:end].clone()
+        block_errors = torch.zeros_like(block)
+        factor_block = inverse_factor[start:end, start:end]
+        for offset in range(end - start):
+            column = block[:, offset]
+            rounded = torch.clamp(torch.round(column / divisor), -levels, levels)
+            rounded = torch.where(zero_rows, torch.zeros_like(rounded), rounded)
+            codes[:, start + offset] = rounded.to(torch.int8)
+            error = (column - rounded * scale32) / factor_block[offset, offset]
+            # Spread this column's rounding error over the block's remaining columns.
+            block[:, offset:].sub_(error[:, None] * factor_block[offset, offset:][None, :])
+            block_errors[:, offset] = error
+        # Lazy batch update: the block's accumulated error reaches later columns at once.
+        work[:, end:].sub_(block_errors @ inverse_factor[start:end, end:])
+
+    if permutation is not None:
+        codes = codes[:, torch.argsort(permutation)]
+    return codes.to(weight.device), scales.to(weight.device)
+
+
+def gptq_state_dict(
+    expanded_state_dict: Mapping[str, torch.Tensor],
+    hessians: Mapping[str, torch.Tensor],
+    bits_for: Callable[[str], int | None],
+    clip_for: Callable[[str, int], ClipRule],
+    *,
+    block_size: int = 128,
+    damp: float = 0.01,
+    act_order: bool = False,
+    device: torch.device | str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """GPTQ every tensor that has a Hessian and a bit width (`bits_for(name)` not None):
+    name -> (codes int8, scales float16), on the CPU. Tensors without a Hessian are left
+    to the caller (round-to-nearest); `progress(name)` is called before each tensor."""
+    result: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for name, tensor in expanded_state_dict.items():
+        hessian = hessians.get(name)
+        if hessian is None:
+            continue
+        bits = bits_for(name)
+        if bits is None:
+            continue
+        if tensor.ndim != 2 or not tensor.is_floating_point():
+            raise InputError(
+                f"{name}: GPTQ needs a 2-D float tensor, got {tuple(tensor.shape)} {tensor.dtype}; "
+                "give this tensor no bit width or expand it to 2-D"
+            )
+        if progress is not None:
+            progress(name)
+        codes, scales = gptq_quantize(
+            tensor,
+            hessian,
+            bits,
+            clip_for(name, bits),
+            block_size=block_size,
+            damp=damp,
+            act_order=act_order,
+            device=device,
+            name=name,
+        )
+        result[name] = (codes.cpu(), scales.cpu())
+    return result
