@@ -10,6 +10,12 @@ from pathlib import Path
 from artifactkit.errors import InputError
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     if path.is_dir():
@@ -24,6 +30,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _default_file_mode())  # mkstemp creates 0600; outputs are ordinary files
         os.replace(tmp, path)
     except OSError as exc:
         if os.path.exists(tmp):

@@ -24,6 +24,12 @@ class ShardError(ValueError):
     """A shard file is malformed. The message names the file, the cause and the fix."""
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> Path:
     """Write `tokens` (ids < 65536) as one shard, atomically (temp file + rename)."""
     path = Path(path)
@@ -40,6 +46,7 @@ def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> Path:
         with os.fdopen(fd, "wb") as handle:
             handle.write(header.tobytes())
             handle.write(tokens.astype("<u2").tobytes())
+        os.chmod(tmp, _default_file_mode())  # mkstemp creates 0600; shards are shared data
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,131 @@
+"""The README demo (`artifactkit-demo`): on a fresh CPU machine, in a few minutes,
+train `tiny` twice on the embedded corpus — vanilla cross-entropy and JEPA, at equal
+wall time — then run the artifactkit steps on the result, printing every command
+before it runs. An artifactkit command that is not installed yet is skipped with a
+notice, so the demo works while the toolkit grows.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+JEPA_WEIGHT = 0.3
+
+
+def _artifactkit_prefix() -> list[str]:
+    """How to invoke the artifactkit CLI from this interpreter's environment."""
+    beside = Path(sys.executable).with_name("artifactkit")
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("artifactkit")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from artifactkit.cli import main; main()"]
+
+
+def _shown(command: list[str]) -> str:
+    shown = list(command)
+    if shown[0] == sys.executable:
+        shown[0] = "python"
+    elif Path(shown[0]).name == "artifactkit":
+        shown[0] = "artifactkit"
+    return shlex.join(shown)
+
+
+def _run(command: list[str], capture: bool = False) -> subprocess.CompletedProcess:
+    click.secho(f"\n$ {_shown(command)}", bold=True)
+    sys.stdout.flush()
+    return subprocess.run(command, text=True, capture_output=capture)
+
+
+def _available(subcommand: list[str]) -> bool:
+    probe = subprocess.run([*_artifactkit_prefix(), *subcommand, "--help"], capture_output=True, text=True)
+    return probe.returncode == 0
+
+
+def _train(out: Path, name: str, jepa_weight: float, iterations: int, wall_s: float, threads: int) -> Path:
+    run_dir = out / name
+    command = [sys.executable, "-m", "train", "--preset", "tiny", "--out", str(run_dir),
+               "--jepa-weight", str(jepa_weight), "--iterations", str(iterations), "--log-every", "10"]
+    if threads:
+        command += ["--cpu-threads", str(threads)]
+    if wall_s > 0:
+        command += ["--max-wall-s", str(wall_s)]
+    result = _run(command)
+    if result.returncode != 0:
+        raise click.ClickException(f"training {name} failed (exit {result.returncode}); see the output above")
+    return run_dir
+
+
+def _summary(runs: dict[str, Path], equal: str) -> None:
+    import torch
+
+    click.secho(f"\nA/B at equal {equal} (final weights, embedded-corpus validation set):", bold=True)
+    click.echo("| run | steps | train s | val_loss | val_bpb |")
+    click.echo("|---|---:|---:|---:|---:|")
+    for name, run_dir in runs.items():
+        checkpoint = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=True)
+        metrics = checkpoint["metrics"]
+        click.echo(f"| {name} | {checkpoint['step']} | {metrics['elapsed_s']:.1f} | {metrics['val_loss']:.4f} "
+                   f"| {metrics['val_bpb']:.4f} |")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for both runs and every artifact.")
+@click.option("--quick", is_flag=True, help="A few steps per run instead of a wall-clock budget (for tests).")
+@click.option("--wall-s", default=60.0, show_default=True, type=float,
+              help="Training seconds per run (both runs get the same).")
+@click.option("--cpu-threads", default=0, show_default=True, type=int,
+              help="CPU threads per training run (0 = torch's default; 1 on a machine shared with other jobs).")
+def demo_command(out: str, quick: bool, wall_s: float, cpu_threads: int) -> None:
+    """Train tiny (vanilla and JEPA, equal wall time) on the embedded corpus, then pack,
+    size-report, roundtrip-evaluate and A/B-report the result with artifactkit."""
+    started = time.perf_counter()
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    iterations, budget = (6, 0.0) if quick else (100_000, wall_s)
+    click.secho(f"artifactkit demo -> {out_dir} ({'quick' if quick else f'{budget:g}s per run'})", bold=True)
+    click.echo("Each run prepares the embedded corpus (Python's own documentation: tokenizer + shards) "
+               "into its directory, then trains.")
+    vanilla = _train(out_dir, "vanilla", 0.0, iterations, budget, cpu_threads)
+    jepa = _train(out_dir, "jepa", JEPA_WEIGHT, iterations, budget, cpu_threads)
+    _summary({"vanilla (CE)": vanilla, f"JEPA ({JEPA_WEIGHT})": jepa}, "steps" if quick else "wall time")
+
+    run = jepa
+    steps = [
+        (["pack"], ["pack", str(run / "ckpt.pt"), "-o", str(run / "model.akit")]),
+        (["size-report"], ["size-report", str(run / "ckpt.pt"), "--plot", str(run / "size.png"),
+                           "--markdown", str(run / "size.md")]),
+        (["roundtrip-eval"], ["roundtrip-eval", str(run / "ckpt.pt"), "--val", str(run / "data" / "val_*.bin"),
+                              "--tokenizer", str(run / "tokenizer.model")]),
+        (["report", "ab"], ["report", "ab", str(vanilla / "log.jsonl"), str(jepa / "log.jsonl"),
+                            "-o", str(out_dir / "ab")]),
+    ]
+    failed = []
+    for probe, arguments in steps:
+        name = " ".join(probe)
+        if not _available(probe):
+            click.secho(f"\nskipped: `artifactkit {name}` is not available in this installation "
+                        f"(`artifactkit {name} --help` failed)", fg="yellow")
+            continue
+        if _run([*_artifactkit_prefix(), *arguments]).returncode != 0:
+            failed.append(name)
+    click.secho(f"\ndemo finished in {time.perf_counter() - started:.0f}s; outputs under {out_dir}", bold=True)
+    if failed:
+        raise click.ClickException(f"artifactkit steps failed: {', '.join(failed)}; see their output above")
+
+
+def main(argv: list[str] | None = None) -> None:
+    demo_command.main(argv, prog_name="artifactkit-demo")
+
+
+if __name__ == "__main__":
+    main()
