@@ -37,7 +37,7 @@ def every_scheme_state() -> dict[str, torch.Tensor]:
     }
 
 
-@pytest.mark.parametrize("codec", available_codecs() + ["auto"])
+@pytest.mark.parametrize("codec", available_codecs() + ["ans", "auto"])
 def test_round_trip_every_scheme_and_codec(codec):
     state = every_scheme_state()
     packed = pack_state_dict(state, codec=codec)

@@ -1,0 +1,60 @@
+"""The standalone decoder of the rANS codes section, kept as source text.
+
+`DECODER_SOURCE` is the single source of truth for decoding: `artifactkit.ans`
+executes this very text to decode, and the exported loader pastes it verbatim
+into a user's script, so the two can never disagree. It needs only numpy and the
+standard library, imports nothing from artifactkit, and is kept small because its
+bytes count against the artifact budget. It defines
+`decode_codes(blob, shapes, bits) -> list[np.ndarray]`, which raises on any
+corrupt, truncated or inconsistent blob: `ValueError` ("corrupt codes blob: ...")
+from its own checks, `struct.error` / `zlib.error` from a mangled header or
+table block (`artifactkit.ans.decode_codes` turns all three into InputError).
+The blob layout is documented in `artifactkit.ans`.
+"""
+
+from __future__ import annotations
+
+DECODER_SOURCE = '''\
+import struct, zlib
+import numpy as np
+
+def decode_codes(blob, shapes, bits):
+    """artifactkit rANS codes blob -> list of int8 arrays of these shapes."""
+    def check(ok, why):
+        if not ok:
+            raise ValueError("corrupt codes blob: " + why)
+    magic, prec, idw, ntab, lanes, nwords, mlen, crc = struct.unpack_from("<4sBBHIIII", blob)
+    nrow = [r for r, c in shapes]
+    cols = np.repeat([c for r, c in shapes], nrow).astype(int)
+    total, rows, M, used = int(cols.sum()), len(cols), 1 << prec, cols > 0  # rows without codes need no table
+    check(magic == b"AKC1" and 8 <= prec <= 15 and idw in (1, 2) and ntab <= len(shapes) + 224, "header")
+    check(len(blob) == 24 + mlen + 4 * lanes + 2 * nwords and (total > 0) == (0 < lanes <= total), "blob length")
+    meta = zlib.decompressobj().decompress(blob[24:24 + mlen], 510 * ntab + idw * rows + 1)
+    check(len(meta) == 510 * ntab + idw * rows, "table block size")
+    freq = np.frombuffer(meta, "<u2", 255 * ntab).astype(int)
+    ids = np.frombuffer(meta, "<u%d" % idw, rows, 510 * ntab).astype(int)
+    check((freq.reshape(-1, 255).sum(1) == M).all(), "table sums")
+    check(len(set(ids[used])) == ntab and (ids[used] < ntab).all(), "row table ids")
+    sym = np.tile(np.arange(-127, 128) & 255, ntab)
+    table = np.repeat(sym | freq << 8, freq) | (np.arange(ntab * M) - np.repeat(np.cumsum(freq) - freq, freq)) << 24
+    base, o = np.empty(total, int), 0
+    for (r, c), t in zip(shapes, np.split(ids, np.cumsum(nrow)[:-1])):
+        base[o:o + r * c].reshape(r, c)[:] = t[:, None] * M
+        o += r * c
+    x = np.frombuffer(blob, "<u4", lanes, 24 + mlen).astype(int)
+    words = np.frombuffer(blob, "<u2", nwords, 24 + mlen + 4 * lanes).astype(int)
+    out, pos = np.empty(total, np.int8), 0
+    for lo in range(0, total, lanes or 1):
+        s = x[:total - lo]
+        v = table[base[lo:lo + lanes] + (s & (M - 1))]
+        out[lo:lo + lanes] = v & 255
+        s[:] = (v >> 8 & 65535) * (s >> prec) + (v >> 24)
+        need = np.flatnonzero(s < 65536)
+        check(pos + len(need) <= nwords, "words run out")
+        s[need] = s[need] << 16 | words[pos:pos + len(need)]
+        pos += len(need)
+    key = np.array([[r, r * c, b] for (r, c), b in zip(shapes, bits)], "<i8").tobytes()
+    check(pos == nwords and (x == 65536).all() and zlib.crc32(out, zlib.crc32(key)) == crc, "checksum")
+    ends = np.cumsum([r * c for r, c in shapes])[:-1]
+    return [a.reshape(shape) for a, shape in zip(np.split(out, ends), shapes)]
+'''
