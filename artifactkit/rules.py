@@ -77,6 +77,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     Rule(r"\.intermediate\.dense\.weight$", "mlp", "BERT MLP up projection"),
     Rule(LAYER + r"output\.dense\.weight$", "mlp", "BERT MLP down projection"),
     Rule(r"\.feed_forward\.(?:w1|w2|w3)\.weight$", "mlp", "Llama feed-forward projection"),
+    Rule(r"(?:^|\.)pooler\.dense\.weight$", "mlp", "BERT pooler dense layer (a linear map, quantized like MLP)"),
 )
 
 

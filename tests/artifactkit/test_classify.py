@@ -37,7 +37,7 @@ SMALL = dict(layers=2, dim=384, kv_heads=4, head_dim=64, vocab=256)
     ("model.layers.2.mlp.down_proj.weight", "mlp"), ("model.embed_tokens.weight", "embed"),
     ("encoder.layer.4.attention.self.query.weight", "attn"), ("encoder.layer.4.attention.output.dense.weight", "attn"),
     ("encoder.layer.4.intermediate.dense.weight", "mlp"), ("encoder.layer.4.output.dense.weight", "mlp"),
-    ("transformer.wte.weight", "embed"), ("transformer.wpe.weight", "embed"),
+    ("transformer.wte.weight", "embed"), ("transformer.wpe.weight", "embed"), ("pooler.dense.weight", "mlp"),
     ("model.layers.2.input_layernorm.weight", "control"), ("transformer.h.0.ln_1.weight", "control"),
 ])
 def test_builtin_table_recognises_known_names(name, category):
