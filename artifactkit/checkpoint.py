@@ -117,6 +117,12 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
         state, notices = strip_foreign_prefixes(state)
         return LoadedCheckpoint(path=path, state_dict=state, kind="safetensors", notices=notices)
 
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        # torch.save writes a zip archive (or, before 1.6, a pickle starting 0x80)
+        raise InputError(
+            f"{path}: not a PyTorch checkpoint (starts with {head[:4]!r}, neither a torch.save zip nor a pickle); "
+            "pass a file written by torch.save or a .safetensors file"
+        )
     obj = _torch_load(path)
     if not isinstance(obj, Mapping):
         raise InputError(

@@ -3,11 +3,16 @@ guard tripped, 2 bad input."""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import click
 
 from artifactkit.budget import RULE_TEXT, BudgetLine, count_code, default_code_files
 from artifactkit.cli import emit_json, guarded, note
 from artifactkit.commands._common import EXISTING_FILE, budget_options, debug_option, json_option
+from artifactkit.errors import InputError
 from artifactkit.reader import open_artifact
 from artifactkit.rules import SMALL_TENSOR_THRESHOLD
 
@@ -24,31 +29,61 @@ def artifact_problems(artifact) -> list[str]:
     return [f"{len(names)} large tensor(s) fell through to 'other' ({shown}); add a rule with --rules at pack time"]
 
 
+def roundtrip_problems(path: str, artifact_bytes: int, max_delta: float) -> tuple[float, list[str]]:
+    """(delta_bpb, problems) from a `roundtrip-eval --json` document about this artifact."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a readable roundtrip-eval JSON document ({exc}); write it with "
+                         "'artifactkit roundtrip-eval CKPT --artifact ARTIFACT --json > FILE'") from exc
+    delta = document.get("delta_bpb") if isinstance(document, dict) else None
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta):
+        raise InputError(f"{path}: has no numeric delta_bpb; write it with 'artifactkit roundtrip-eval ... --json'")
+    if document.get("artifact_bytes") != artifact_bytes:
+        raise InputError(f"{path}: evaluated an artifact of {document.get('artifact_bytes')} bytes, not this "
+                         f"{artifact_bytes:,}-byte one; rerun roundtrip-eval with --artifact pointing at it")
+    if delta > max_delta:
+        return float(delta), [f"roundtrip delta_bpb {delta:+.6f} exceeds --max-delta {max_delta} ({path})"]
+    return float(delta), []
+
+
 @click.command("check")
 @click.argument("artifact", type=EXISTING_FILE)
 @budget_options
 @click.option("--loader-bytes", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Bytes of a standalone loader pasted into the training script, if not among --code files.")
+              help="Bytes of a standalone loader pasted into the training script, if not among --code files "
+                   "('artifactkit export-loader --json' prints them; or pass the loader file with --code).")
+@click.option("--roundtrip", "roundtrip_json", type=EXISTING_FILE, default=None,
+              help="The 'roundtrip-eval --artifact ARTIFACT --json' output for this artifact (checked with --max-delta).")
+@click.option("--max-delta", type=float, default=None,
+              help="Fail (exit 1) when the --roundtrip document's delta_bpb (quantized - float) exceeds this.")
 @json_option
 @debug_option
 @guarded
 def check_command(artifact: str, code_files: tuple[str, ...], budget: int, code_rule: str, loader_bytes: int,
-                  as_json: bool) -> None:
+                  roundtrip_json: str | None, max_delta: float | None, as_json: bool) -> None:
     """The budget gate for CI: total = ARTIFACT bytes + code bytes (+ loader bytes)
     must be <= --budget (16,000,000 by default, decimal) and no large tensor may have
     fallen through classification. Exit 0 ok, 1 failed, 2 bad input. The code-byte
-    rule used is always printed."""
+    rule used is always printed. With --roundtrip RT.json --max-delta X it also fails
+    when quantization cost more than X bits per byte (roundtrip-eval's delta_bpb)."""
+    if (roundtrip_json is None) != (max_delta is None):
+        raise InputError("--roundtrip and --max-delta: pass both (the roundtrip-eval JSON and the bound) or neither")
     opened = open_artifact(artifact)
     code = count_code(list(code_files) or default_code_files())
     line = BudgetLine(budget, opened.artifact_bytes, code.bytes_for(code_rule), loader_bytes, code_rule)
     problems = artifact_problems(opened)
     if not line.ok:
         problems.append(f"over budget by {-line.headroom:,} bytes ({line.total_bytes:,} > {budget:,})")
+    delta = None
+    if roundtrip_json is not None:
+        delta, found = roundtrip_problems(roundtrip_json, opened.artifact_bytes, max_delta)
+        problems += found
     ok = not problems
     if as_json:
         emit_json({"artifact_bytes": line.model_bytes, "code_bytes": line.code_bytes, "loader_bytes": loader_bytes,
                    "total_bytes": line.total_bytes, "budget": budget, "headroom": line.headroom, "ok": ok,
-                   "problems": problems, "code_rule": code_rule,
+                   "problems": problems, "code_rule": code_rule, "delta_bpb": delta, "max_delta": max_delta,
                    "code_files": [{"path": f.path, "raw_bytes": f.raw_bytes, "compressed_bytes": f.compressed_bytes}
                                   for f in code.files]})
     else:
@@ -57,6 +92,8 @@ def check_command(artifact: str, code_files: tuple[str, ...], budget: int, code_
         click.echo(f"model {artifact}: {line.model_bytes:,} bytes ({opened.format})")
         if loader_bytes:
             click.echo(f"loader: {loader_bytes:,} bytes")
+        if delta is not None:
+            click.echo(f"roundtrip delta_bpb {delta:+.6f} (max {max_delta})")
         click.echo(f"total {line.total_bytes:,} of {budget:,} -> headroom {line.headroom:,} bytes "
                    f"[code rule: {RULE_TEXT[code_rule]}]")
         click.echo("OK" if ok else "FAILED")

@@ -45,8 +45,9 @@ def test_safetensors_and_nested(tmp_path):
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (b"", "not a readable PyTorch checkpoint"),
-    (b"hello world, not a checkpoint", "not a readable PyTorch checkpoint"),
+    (b"", "not a PyTorch checkpoint"),
+    (b"hello world, not a checkpoint", "not a PyTorch checkpoint"),
+    (b"PK\x03\x04 broken zip", "not a readable PyTorch checkpoint"),
 ])
 def test_not_a_checkpoint(tmp_path, content, message):
     path = tmp_path / "x.pt"

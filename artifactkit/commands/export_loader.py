@@ -1,0 +1,70 @@
+"""`artifactkit export-loader`: write the standalone `.akit` loader module."""
+
+from __future__ import annotations
+
+import click
+
+from artifactkit.cli import emit_json, guarded, note
+from artifactkit.commands._common import EXISTING_FILE, debug_option, json_option
+from artifactkit.errors import InputError
+from artifactkit.io import atomic_write_text
+from artifactkit.loader_export import (
+    ALL_CODECS,
+    DEFAULT_CODECS,
+    build_loader,
+    codecs_of_artifact,
+    loader_sizes,
+)
+
+
+def _help_text() -> str:
+    sizes = loader_sizes()
+    return (
+        "Write a standalone Python module that loads an .akit file into a state dict: "
+        "load_artifact(path) -> dict[str, torch.Tensor], dequantized, banks restored, original dtypes, "
+        "bit-identical to 'artifactkit unpack'. It needs only torch, numpy and the standard library "
+        "(plus zstandard / brotli when those codecs are included) and imports nothing from artifactkit, "
+        "so you can paste it into a training script.\n\n"
+        f"Size: {sizes['lzma']:,} bytes with --codecs lzma, {sizes['default']:,} bytes with the default "
+        f"codecs ({','.join(DEFAULT_CODECS)}; the ans entropy decoder is most of the difference). "
+        "Those bytes count against the budget: pasted into a script you pass to 'check --code', they are "
+        "counted with it; shipped as its own file, pass that file to 'check --code' too; otherwise give "
+        "'check --loader-bytes N'. 'size-report --count-loader' counts the loader for that artifact.\n\n"
+        "Without -o the module is printed on stdout."
+    )
+
+
+@click.command("export-loader", help=_help_text())
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the loader module (atomically). Default: print it on stdout.")
+@click.option("--codecs", "codec_list", default=None, metavar="all|CODEC,...",
+              help=f"Codecs the loader can read, from {', '.join(ALL_CODECS)}. "
+                   f"Default: {','.join(DEFAULT_CODECS)}. Fewer codecs, fewer bytes.")
+@click.option("--artifact", "artifact", type=EXISTING_FILE, default=None,
+              help="Include exactly the codecs this .akit file uses (the smallest loader for it).")
+@json_option
+@debug_option
+@guarded
+def export_loader_command(output: str | None, codec_list: str | None, artifact: str | None, as_json: bool) -> None:
+    if artifact and codec_list:
+        raise InputError("--artifact and --codecs: pass one of them; --artifact picks the codecs it uses")
+    if artifact:
+        from artifactkit.artifact import read_artifact
+
+        codecs = codecs_of_artifact(read_artifact(artifact).header)
+    else:
+        codecs = codec_list
+    loader = build_loader(codecs)
+    if output:
+        atomic_write_text(output, loader.text)
+    if as_json:
+        emit_json({"path": output, "loader_bytes": loader.size_bytes, "codecs": list(loader.codecs),
+                   "third_party_modules": ["torch", "numpy", *loader.third_party_modules]})
+    elif output:
+        note(f"wrote {output}: {loader.size_bytes:,} bytes, codecs {', '.join(loader.codecs)}; "
+             f"count it with 'artifactkit check ARTIFACT --code {output}' (or --loader-bytes {loader.size_bytes})")
+    else:
+        click.echo(loader.text, nl=False)
+
+
+COMMANDS = [export_loader_command]

@@ -1,0 +1,55 @@
+"""`artifactkit report ...`: generated reports (markdown + PNG) for `reports/`."""
+
+from __future__ import annotations
+
+import click
+
+from artifactkit.ab_report import read_log, summarize, write_ab_report
+from artifactkit.cli import emit_json, guarded, note
+from artifactkit.commands._common import EXISTING_FILE, debug_option, json_option
+from artifactkit.table import render
+
+
+@click.group("report")
+def report_group() -> None:
+    """Generated reports (markdown + PNG), e.g. the A/B comparison of two training runs
+    ('report ab'), written where you say, typically under reports/."""
+
+
+@report_group.command("ab")
+@click.argument("log_a", type=EXISTING_FILE)
+@click.argument("log_b", type=EXISTING_FILE)
+@click.option("--label-a", default="A", show_default=True, help="Name of run A in the table and plot.")
+@click.option("--label-b", default="B", show_default=True, help="Name of run B in the table and plot.")
+@click.option("--artifact-a", type=EXISTING_FILE, default=None, help="Run A's packed artifact (its bytes are shown).")
+@click.option("--artifact-b", type=EXISTING_FILE, default=None, help="Run B's packed artifact.")
+@click.option("--roundtrip-a", type=EXISTING_FILE, default=None,
+              help="Run A's 'roundtrip-eval --json' output (val_bpb after quantization).")
+@click.option("--roundtrip-b", type=EXISTING_FILE, default=None, help="Run B's 'roundtrip-eval --json' output.")
+@click.option("--title", default=None, help="Report title. Default: 'A/B: LABEL_A vs LABEL_B'.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), metavar="reports/NAME",
+              help="Output base name: writes NAME.md and NAME.png (atomically).")
+@json_option
+@debug_option
+@guarded
+def ab_command(log_a: str, log_b: str, label_a: str, label_b: str, artifact_a: str | None, artifact_b: str | None,
+               roundtrip_a: str | None, roundtrip_b: str | None, title: str | None, output: str,
+               as_json: bool) -> None:
+    """Compare two training runs from their JSON-lines logs (RUN_DIR/log.jsonl of
+    'python -m train'): steps, wall clock, median step time, val_bpb live, val_bpb after
+    roundtrip (with --roundtrip-*), artifact bytes (with --artifact-*), and a plot of
+    training loss and val_bpb against wall clock. Writes NAME.md and NAME.png."""
+    logs = read_log(log_a, label_a), read_log(log_b, label_b)
+    summaries = summarize(logs[0], artifact_a, roundtrip_a), summarize(logs[1], artifact_b, roundtrip_b)
+    markdown_path, png_path = write_ab_report(*logs, *summaries, output, title)
+    if as_json:
+        emit_json({"markdown": str(markdown_path), "plot": str(png_path),
+                   "a": summaries[0].to_json(), "b": summaries[1].to_json()})
+        return
+    from artifactkit.ab_report import ab_rows
+
+    click.echo(render(["", label_a, label_b, "B - A"], ab_rows(*summaries)))
+    note(f"wrote {markdown_path} and {png_path}")
+
+
+COMMANDS = [report_group]

@@ -1,0 +1,143 @@
+"""`artifactkit size-report`: where the bytes go, what each codec and bit width would
+cost, and the budget line. Parsing and printing only; the work is in
+`artifactkit.size_report` and `artifactkit.plots`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from artifactkit.artifact import DEFAULT_CODEC, MAGIC, ArtifactReader, encode_artifact, quantize_state_dict
+from artifactkit.budget import count_code, default_code_files
+from artifactkit.checkpoint import load_checkpoint
+from artifactkit.cli import emit_json, guarded, note
+from artifactkit.codecs import available_codecs
+from artifactkit.commands._common import (
+    EXISTING_FILE,
+    budget_options,
+    build_policy,
+    debug_option,
+    json_option,
+    load_rules,
+    policy_options,
+    rules_option,
+)
+from artifactkit.errors import InputError
+from artifactkit.io import atomic_write_text
+from artifactkit.legacy import read_legacy
+from artifactkit.loader_export import build_loader, codecs_of_artifact
+from artifactkit.size_report import (
+    build_report,
+    parse_codec_list,
+    render_markdown,
+    report_tables,
+    summary_line,
+)
+from artifactkit.table import render
+
+CODEC_CHOICES = sorted(set(available_codecs()) | {"ans", "auto"})
+
+
+@click.command("size-report")
+@click.argument("path", type=EXISTING_FILE)
+@budget_options
+@click.option("--loader-bytes", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Bytes of a standalone loader pasted into the training script (not among --code files).")
+@click.option("--count-loader", is_flag=True,
+              help="Count the loader 'export-loader --artifact' would write for this artifact as loader bytes.")
+@policy_options
+@rules_option
+@click.option("--codec", type=click.Choice(CODEC_CHOICES), default=DEFAULT_CODEC, show_default=True,
+              help="Codec used to pack a checkpoint in memory (ignored for an artifact).")
+@click.option("--codecs", "codec_list", default="all", show_default=True, metavar="all|none|CODEC,...",
+              help="Codecs to compare (each encodes and decodes the whole artifact): lzma, zstd, zlib, brotli, "
+                   "ans, raw.")
+@click.option("--what-if/--no-what-if", "with_what_if", default=True, show_default=True,
+              help="Re-quantize attn, mlp and embed at int5..int8 and measure each (the slowest part on a "
+                   "large model; checkpoints only).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG: bytes by category against the budget, bytes per layer, code histograms.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the report as markdown (linking the --plot PNG when given).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress lines on stderr (each measuring step). Default: only when stderr is a terminal.")
+@json_option
+@debug_option
+@guarded
+def size_report_command(path: str, code_files: tuple[str, ...], budget: int, code_rule: str, loader_bytes: int,
+                        count_loader: bool, policy_name: str, bits: str | None, bits_for: tuple[str, ...],
+                        clip: str | None, rules_path: str | None, codec: str, codec_list: str, with_what_if: bool,
+                        plot_path: str | None, markdown_path: str | None, progress: bool | None,
+                        as_json: bool) -> None:
+    """Where PATH's bytes go. PATH is an .akit artifact, or a checkpoint that is packed in
+    memory with --policy/--bits/--codec first (only a checkpoint gets the what-if table,
+    which needs the float weights).
+
+    Shows, measured by compressing (not estimated): bytes per category and per tensor
+    with raw bytes and the empirical entropy of the int codes; every codec's size and
+    compress/decompress time on the same model; the total with attn, mlp or embed at
+    int5..int8 against the budget; and the budget line (model + code + loader, headroom,
+    code-byte rule). Categories add up to the artifact's bytes exactly: each section's
+    bytes are split by what each category's part compresses to alone, and the header is
+    the 'overhead' category. Files beside the first --code file that are not counted are
+    listed as notices."""
+    compare = parse_codec_list(codec_list)
+    show_progress = progress if progress is not None else sys.stderr.isatty()
+    progress_note = (lambda text: note(f"size-report: {text}")) if show_progress else None
+    data = Path(path).read_bytes()
+    model = float_state = None
+    if data[:4] == MAGIC[:4]:
+        reader = ArtifactReader(data, path)
+        source_kind = "artifact"
+    elif read_legacy(data, path) is not None:
+        raise InputError(f"{path}: is a legacy .ptz artifact; size-report measures .akit sections, so pass the "
+                         "checkpoint it came from (or 'artifactkit unpack' it and pass that state dict)")
+    else:
+        loaded = load_checkpoint(path)
+        for message in loaded.notices:
+            note(message)
+        policy = build_policy(policy_name, bits, bits_for, clip)
+        model = quantize_state_dict(loaded.state_dict, policy, load_rules(rules_path))
+        guard = model.classification.guard_message()
+        if guard:
+            note(f"warning: {path}: {guard}")
+        packed = encode_artifact(model, codec)
+        reader = ArtifactReader(packed.data, path)
+        float_state = loaded.state_dict if with_what_if else None
+        source_kind = f"checkpoint packed in memory, policy {policy.name}, codec {codec}"
+    hint = build_loader(codecs_of_artifact(reader.header)).size_bytes
+    if count_loader:
+        if loader_bytes:
+            raise InputError("--count-loader and --loader-bytes: pass one of them")
+        loader_bytes = hint
+    paths = list(code_files) or [str(p) for p in default_code_files()]
+    code = count_code(paths)
+    report = build_report(reader, path, source_kind, code, code_rule, budget, loader_bytes, hint, compare,
+                          model=model, float_state=float_state, code_paths=paths, progress=progress_note)
+    if plot_path:
+        from artifactkit.plots import size_report_figure
+
+        size_report_figure(report, plot_path)
+    if markdown_path:
+        plot_name = None
+        if plot_path:
+            plot_name = str(Path(plot_path).resolve().relative_to(Path(markdown_path).resolve().parent)) \
+                if Path(plot_path).resolve().is_relative_to(Path(markdown_path).resolve().parent) \
+                else str(Path(plot_path).resolve())
+        atomic_write_text(markdown_path, render_markdown(report, plot_name))
+    for message in report.notices:
+        note(message)
+    if as_json:
+        emit_json(report.to_json())
+        return
+    click.echo(summary_line(report))
+    for title, headers, rows in report_tables(report):
+        click.echo(f"\n{title}")
+        click.echo(render(headers, rows))
+    for written in filter(None, (plot_path, markdown_path)):
+        note(f"wrote {written}")
+
+
+COMMANDS = [size_report_command]

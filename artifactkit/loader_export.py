@@ -1,0 +1,98 @@
+"""Build the standalone `.akit` loader: one Python module, torch + numpy + the standard
+library (plus `zstandard` / `brotli` only when those codecs are included), that defines
+`load_artifact(path) -> dict[str, torch.Tensor]` and imports nothing from artifactkit.
+
+Its bytes count against the budget when it is pasted into a training script, so the
+codec set is a parameter: each codec adds one dictionary entry (and an import), and
+`ans` adds the entropy decoder (`artifactkit.ans_decoder_src.DECODER_SOURCE`, verbatim).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from artifactkit import loader_template as template
+from artifactkit.errors import InputError
+
+GENERAL_CODECS = tuple(template.CODEC_SOURCES)  # raw, zlib, lzma, zstd, brotli
+ALL_CODECS = (*GENERAL_CODECS, "ans")
+# Standard-library codecs plus the entropy coder: loads every artifact `pack` writes
+# with its default codec, `--codec ans`, or `--codec auto` on a machine without zstd/brotli.
+DEFAULT_CODECS = ("raw", "zlib", "lzma", "ans")
+# The side sections of an `ans` artifact are lzma-compressed (artifact.SIDE_CODEC).
+ANS_SIDE_CODEC = "lzma"
+
+
+def ans_decoder_source() -> str | None:
+    """DECODER_SOURCE when the entropy coder is part of this build, else None."""
+    try:
+        from artifactkit.ans_decoder_src import DECODER_SOURCE
+    except ImportError:
+        return None
+    return DECODER_SOURCE
+
+
+def parse_codecs(text: str | Iterable[str] | None) -> tuple[str, ...]:
+    """`lzma,zstd` / `all` / None (the default set) -> a validated, ordered codec tuple."""
+    if text is None:
+        names = list(DEFAULT_CODECS)
+    elif isinstance(text, str):
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        if names == ["all"]:
+            names = list(ALL_CODECS)
+    else:
+        names = list(text)
+    unknown = [name for name in names if name not in ALL_CODECS]
+    if unknown or not names:
+        raise InputError(f"--codecs {text!r}: unknown or empty codec list; use 'all' or a comma list of "
+                         f"{', '.join(ALL_CODECS)}")
+    if "ans" in names:
+        if ans_decoder_source() is None:
+            raise InputError("--codecs ans: the entropy decoder is not part of this build; leave ans out")
+        names.append(ANS_SIDE_CODEC)
+    names.append("raw")  # empty sections are stored as raw by every writer
+    return tuple(name for name in ALL_CODECS if name in names)
+
+
+def codecs_of_artifact(header: dict) -> tuple[str, ...]:
+    """The codecs an artifact's sections actually use (what its loader needs)."""
+    return parse_codecs([str(section["codec"]) for section in header["sections"]])
+
+
+@dataclass(frozen=True)
+class LoaderSource:
+    text: str
+    codecs: tuple[str, ...]
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.text.encode("utf-8"))
+
+    @property
+    def third_party_modules(self) -> list[str]:
+        """Modules beyond torch, numpy and the standard library that the loader imports."""
+        return [module for codec, module in (("zstd", "zstandard"), ("brotli", "brotli")) if codec in self.codecs]
+
+
+def build_loader(codecs: Iterable[str] | str | None = None) -> LoaderSource:
+    """The loader's source text for these codecs (None: DEFAULT_CODECS)."""
+    chosen = parse_codecs(codecs)
+    general = [name for name in chosen if name in template.CODEC_SOURCES]
+    parts = [template.DOCSTRING.replace("{codecs}", "; codecs " + ", ".join(chosen)), template.IMPORTS]
+    parts += [template.CODEC_SOURCES[name][0] for name in general if template.CODEC_SOURCES[name][0]]
+    parts.append("\n" + template.RAW_TABLE)
+    entries = ", ".join(f'"{name}": {template.CODEC_SOURCES[name][1]}' for name in general)
+    parts.append(f"DECOMPRESS = {{{entries}}}\n")
+    if "ans" in chosen:
+        parts.append("\n\n# rANS decoder of the codes section (artifactkit.ans_decoder_src.DECODER_SOURCE)\n")
+        parts.append(ans_decoder_source() or "")
+    body = template.BODY.replace("{ans}", template.ANS_BRANCH if "ans" in chosen else "")
+    parts.append("\n" + body)
+    return LoaderSource("".join(parts), chosen)
+
+
+def loader_sizes() -> dict[str, int]:
+    """Bytes of the smallest (lzma only), default and full loaders: for --help and reports."""
+    sizes = {"lzma": build_loader("lzma").size_bytes, "default": build_loader(None).size_bytes}
+    return sizes
