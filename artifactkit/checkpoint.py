@@ -38,6 +38,7 @@ class LoadedCheckpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     tokenizer_sha256: str | None = None
     notices: list[str] = field(default_factory=list)
+    train_config: dict[str, Any] | None = None  # how it was trained (seq_len, ...), when recorded
 
     @property
     def num_params(self) -> int:
@@ -145,6 +146,7 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
             metrics=dict(obj.get("metrics") or {}),
             tokenizer_sha256=obj.get("tokenizer_sha256"),
             notices=notices,
+            train_config=dict(obj["train_config"]) if isinstance(obj.get("train_config"), Mapping) else None,
         )
     if isinstance(obj.get("format"), str) and str(obj.get("format")).startswith("artifactkit-checkpoint/"):
         raise InputError(

@@ -1,0 +1,229 @@
+"""Roundtrip evaluation: val_bpb of the float checkpoint and of the dequantized artifact
+on the very same tokens, and the difference (what quantization cost).
+
+The artifact is either a file (`--artifact`) or packed in memory with the default
+policy. Both models come from the same factory reference and config. Under torchrun
+the windows of each evaluation are split across ranks (see `eval.evaluate`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sentencepiece
+import torch
+
+from artifactkit.artifact import ArtifactReader, pack_state_dict, read_artifact
+from artifactkit.checkpoint import LoadedCheckpoint, load_checkpoint
+from artifactkit.errors import InputError
+from artifactkit.model_factory import build_model
+from artifactkit.policy import default_policy
+from eval.bpb import ByteTables, build_byte_tables
+from eval.evaluate import DEFAULT_BATCH_TOKENS, EvalError, EvalResult, evaluate_bpb
+from eval.shards import ShardError, load_tokens
+
+DEFAULT_SEQ_LEN = 1024
+SEQ_LEN_CONFIG_KEYS = ("seq_len", "train_seq_len")
+
+
+@dataclass
+class RoundtripOptions:
+    """Everything `roundtrip-eval` takes besides the checkpoint path."""
+
+    val: str
+    tokenizer: str
+    artifact: str | None = None
+    seq_len: int | None = None
+    stride: int | None = None
+    max_tokens: int | None = None
+    batch_tokens: int = DEFAULT_BATCH_TOKENS
+    device: str = "auto"
+    model: str | None = None
+    config: str | None = None
+    progress: bool = False
+
+
+@dataclass
+class RoundtripResult:
+    float_result: EvalResult
+    quantized_result: EvalResult
+    labels: dict[str, Any]
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def delta_bpb(self) -> float:
+        return self.quantized_result.val_bpb - self.float_result.val_bpb
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented keys first, then the labels of what was evaluated."""
+        return {
+            "val_loss_fp": self.float_result.val_loss,
+            "val_bpb_fp": self.float_result.val_bpb,
+            "val_loss_q": self.quantized_result.val_loss,
+            "val_bpb_q": self.quantized_result.val_bpb,
+            "delta_bpb": self.delta_bpb,
+            "tokens": self.float_result.tokens,
+            "bytes": self.float_result.bytes,
+            "mode": self.float_result.mode,
+            "seq_len": self.float_result.seq_len,
+            "stride": self.float_result.stride,
+            **self.labels,
+        }
+
+
+def resolve_device(choice: str) -> torch.device:
+    """`auto` -> this rank's CUDA device when available, else CPU."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda: no CUDA device is visible to this torch build; use --device cpu or auto")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def init_distributed(device: torch.device) -> bool:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1).
+    Returns True when this call created the group (the caller destroys it)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not torch.distributed.is_available():
+        return False
+    if torch.distributed.is_initialized():
+        return False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def load_tokenizer(path: str | Path) -> tuple[sentencepiece.SentencePieceProcessor, str]:
+    """(processor, sha256 of the model file)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the tokenizer ({exc.strerror}); pass a SentencePiece .model file") from exc
+    processor = sentencepiece.SentencePieceProcessor()
+    try:
+        processor.LoadFromSerializedProto(data)
+    except Exception as exc:  # noqa: BLE001 - sentencepiece raises bare RuntimeError/OSError
+        raise InputError(f"{path}: not a SentencePiece model ({exc}); pass the tokenizer's .model file") from exc
+    return processor, hashlib.sha256(data).hexdigest()
+
+
+def load_val_tokens(pattern: str) -> Any:
+    try:
+        return load_tokens(pattern)
+    except ShardError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the config ({exc.strerror}); check the --config path") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc}); --config takes a JSON object of factory arguments") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: holds a JSON {type(data).__name__}, not an object; --config takes a JSON object")
+    return data
+
+
+def default_seq_len(*configs: dict[str, Any] | None) -> int:
+    """The first positive `seq_len` / `train_seq_len` in `configs` (model config first,
+    then the training config when the checkpoint carries one), else 1024."""
+    for config in configs:
+        for key in SEQ_LEN_CONFIG_KEYS:
+            value = (config or {}).get(key) if isinstance(config, dict) else None
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return DEFAULT_SEQ_LEN
+
+
+def scheme_counts(reader: ArtifactReader) -> dict[str, int]:
+    """How many tensors each scheme holds, e.g. {"int6": 4, "fp16": 3}."""
+    return dict(sorted(Counter(tensor.label for tensor in reader.tensors).items()))
+
+
+def _artifact(checkpoint: LoadedCheckpoint, path: str | None) -> tuple[ArtifactReader, str]:
+    if path:
+        return read_artifact(path), str(path)
+    packed = pack_state_dict(checkpoint.state_dict, default_policy())
+    return read_artifact(packed.data), "in memory (default policy)"
+
+
+def _evaluate(model: torch.nn.Module, tokens: Any, tables: ByteTables, options: RoundtripOptions,
+              seq_len: int, device: torch.device, where: str) -> EvalResult:
+    try:
+        return evaluate_bpb(model, tokens, tables, seq_len=seq_len, batch_tokens=options.batch_tokens,
+                            stride=options.stride, device=device, max_tokens=options.max_tokens,
+                            progress=options.progress)
+    except EvalError as exc:
+        raise InputError(f"{where}: {exc}") from exc
+
+
+def roundtrip_eval(checkpoint_path: str | Path, options: RoundtripOptions) -> RoundtripResult:
+    """Evaluate the float checkpoint and the dequantized artifact on identical tokens."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    notices = list(checkpoint.notices)
+    arch = options.model or checkpoint.arch
+    if not arch:
+        raise InputError(
+            f"{checkpoint_path}: is a {checkpoint.kind} with no model factory reference; "
+            "pass --model module:function (and --config FILE.json for its arguments)"
+        )
+    config = load_config_file(options.config) if options.config else dict(checkpoint.config or {})
+    sp, tokenizer_sha256 = load_tokenizer(options.tokenizer)
+    if checkpoint.tokenizer_sha256 and checkpoint.tokenizer_sha256 != tokenizer_sha256:
+        raise InputError(
+            f"{options.tokenizer}: sha256 {tokenizer_sha256[:12]}... differs from the tokenizer the checkpoint "
+            f"was trained with ({str(checkpoint.tokenizer_sha256)[:12]}...); pass the matching --tokenizer"
+        )
+    tokens = load_val_tokens(options.val)
+    tables = build_byte_tables(sp, vocab_size=config.get("vocab_size") if isinstance(config.get("vocab_size"), int) else None)
+    # The project's factory rejects unknown config keys, so its seq_len lives in the
+    # checkpoint's training config (exposed by load_checkpoint as `train_config`, if at all).
+    seq_len = options.seq_len or default_seq_len(config, getattr(checkpoint, "train_config", None))
+    device = resolve_device(options.device)
+
+    # Build the float model first: a wrong factory or config fails before any packing.
+    float_model = build_model(arch, config, checkpoint.state_dict, where=str(checkpoint_path))
+    reader, artifact_source = _artifact(checkpoint, options.artifact)
+    where_artifact = options.artifact or f"{checkpoint_path} (packed in memory)"
+    dropped = list(reader.header.get("dropped", []))
+
+    float_result = _evaluate(float_model, tokens, tables, options, seq_len, device, str(checkpoint_path))
+    del float_model
+    hint = f" (the artifact dropped {len(dropped)} training-only tensors)" if dropped else ""
+    quantized_model = build_model(arch, config, reader.state_dict(), where=where_artifact, absent_hint=hint)
+    quantized_result = _evaluate(quantized_model, tokens, tables, options, seq_len, device, where_artifact)
+
+    policy = reader.header.get("policy", {})
+    policy_name = policy.get("name") if isinstance(policy, dict) else None
+    schemes = scheme_counts(reader)
+    labels = {
+        "scheme": f"{policy_name}: " + ", ".join(f"{label} x{count}" for label, count in schemes.items()),
+        "checkpoint": str(checkpoint_path),
+        "checkpoint_kind": checkpoint.kind,
+        "arch": arch,
+        "artifact": artifact_source,
+        "artifact_bytes": reader.artifact_bytes,
+        "policy": policy_name,
+        "codec": reader.codec,
+        "schemes": schemes,
+        "device": str(device),
+        "precision": "bf16 autocast" if device.type == "cuda" else "float32",
+        "world_size": torch.distributed.get_world_size() if torch.distributed.is_available()
+        and torch.distributed.is_initialized() else 1,
+        "tokenizer": str(options.tokenizer),
+        "val": str(options.val),
+    }
+    return RoundtripResult(float_result, quantized_result, labels, notices)

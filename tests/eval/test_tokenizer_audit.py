@@ -1,0 +1,34 @@
+"""eval.tokenizer_audit pieces the CLI tests do not pin down alone."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eval.bpb import build_byte_tables
+from eval.tokenizer_audit import check_byte_table, split_documents, summarize_val, summarize_vocab
+
+
+def test_split_documents_drops_bos_and_a_document_cut_by_the_limit():
+    stream = np.array([1, 10, 11, 1, 12, 1, 13, 14, 15])
+    assert split_documents(stream, limit=100) == [[10, 11], [12], [13, 14, 15]]
+    assert split_documents(stream, limit=6) == [[10, 11], [12]]  # [13, 14, 15] is cut: left out
+
+
+def test_vocab_and_val_summaries_count_what_the_tokenizer_defines(fallback_tokenizer, multilingual_text):
+    tables = build_byte_tables(fallback_tokenizer)
+    vocab = summarize_vocab(fallback_tokenizer, tables)
+    assert (vocab.vocab_size, vocab.byte_fallback_pieces, vocab.control_pieces, vocab.unknown_pieces) == (1024, 256, 3, 1)
+    assert vocab.has_standalone_space and fallback_tokenizer.id_to_piece(vocab.standalone_space_id) == "\u2581"
+    ids = [1, *fallback_tokenizer.encode(multilingual_text), 3, 5000]
+    summary = summarize_val(tables, np.asarray(ids))
+    assert summary.unknown_targets == 1 and summary.out_of_vocab_targets == 1
+    assert summary.byte_fallback_targets == sum(fallback_tokenizer.is_byte(i) for i in ids[1:-1])
+    assert summary.bytes == 0, "byte totals are not given for streams holding ids outside the tables"
+
+
+def test_byte_check_skips_documents_with_unknown_ids(shared_sp, multilingual_text, shakespeare_corpus):
+    tables = build_byte_tables(shared_sp)
+    documents = [shared_sp.encode(shakespeare_corpus[:400]), shared_sp.encode(multilingual_text)]
+    check = check_byte_table(shared_sp, tables, documents, "sample")
+    assert (check.documents, check.checked_documents, check.documents_with_unknown) == (2, 1, 1)
+    assert check.passed and check.table_bytes == len(shared_sp.decode(documents[0]).encode("utf-8"))
