@@ -55,8 +55,8 @@ PREAMBLE = struct.Struct("<8sHI")
 MAX_HEADER_BYTES = 64 << 20
 MAX_TOTAL_ELEMENTS = 1 << 34  # 16 G elements: far above any budgeted model, far below a bomb
 SECTIONS = ("codes", "scales", "half", "fp32", "raw")
+ANS_SIDE_CODECS = ("lzma", "zlib")  # for the sections that are not int codes, under `ans`
 DEFAULT_CODEC = "ans"  # measured smallest and fastest: reports/pack_benchmark.md
-SIDE_CODEC = "lzma"  # for the small sections when the codes use the entropy coder
 
 RAW_DTYPES: dict[str, tuple[torch.dtype, str]] = {
     "int64": (torch.int64, "<i8"), "int32": (torch.int32, "<i4"), "int16": (torch.int16, "<i2"),
@@ -225,7 +225,10 @@ class PackedArtifact:
 def _encode_section(name: str, stream: bytes, codec: str, model: QuantizedModel) -> tuple[str, bytes]:
     if codec == "ans":
         if name != "codes":
-            return _encode_section(name, stream, SIDE_CODEC, model)
+            # Scales and small tensors are a few hundred KB, so trying codecs is cheap. Only
+            # standard-library ones: the exported loader then needs numpy + torch + stdlib.
+            return min((_encode_section(name, stream, side, model) for side in ANS_SIDE_CODECS),
+                       key=lambda result: len(result[1]))
         from artifactkit import ans
 
         int_entries = [e for e in model.entries if e.scheme.kind == "int"]

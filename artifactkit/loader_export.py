@@ -20,8 +20,8 @@ ALL_CODECS = (*GENERAL_CODECS, "ans")
 # Standard-library codecs plus the entropy coder: loads every artifact `pack` writes
 # with its default codec, `--codec ans`, or `--codec auto` on a machine without zstd/brotli.
 DEFAULT_CODECS = ("raw", "zlib", "lzma", "ans")
-# The side sections of an `ans` artifact are lzma-compressed (artifact.SIDE_CODEC).
-ANS_SIDE_CODEC = "lzma"
+# The side sections of an `ans` artifact use the smaller of these (artifact.ANS_SIDE_CODECS).
+ANS_SIDE_CODECS = ("lzma", "zlib")
 
 
 def ans_decoder_source() -> str | None:
@@ -50,7 +50,7 @@ def parse_codecs(text: str | Iterable[str] | None) -> tuple[str, ...]:
     if "ans" in names:
         if ans_decoder_source() is None:
             raise InputError("--codecs ans: the entropy decoder is not part of this build; leave ans out")
-        names.append(ANS_SIDE_CODEC)
+        names.extend(ANS_SIDE_CODECS)
     names.append("raw")  # empty sections are stored as raw by every writer
     return tuple(name for name in ALL_CODECS if name in names)
 
