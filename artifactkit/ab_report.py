@@ -27,7 +27,9 @@ class RunLog:
 
     @property
     def train_rows(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if "loss" in r and "elapsed_s" in r and not r.get("final")]
+        rows = [r for r in self.rows if "loss" in r and "elapsed_s" in r]
+        # A run shorter than its log interval has only its final row: report that rather than nothing.
+        return [r for r in rows if not r.get("final")] or rows
 
     @property
     def val_rows(self) -> list[dict[str, Any]]:

@@ -83,8 +83,8 @@ def _summary(runs: dict[str, Path], equal: str) -> None:
 @click.option("--quick", is_flag=True, help="A few steps per run instead of a wall-clock budget (for tests).")
 @click.option("--wall-s", default=60.0, show_default=True, type=float,
               help="Training seconds per run (both runs get the same).")
-@click.option("--cpu-threads", default=0, show_default=True, type=int,
-              help="CPU threads per training run (0 = torch's default; 1 on a machine shared with other jobs).")
+@click.option("--cpu-threads", default=1, show_default=True, type=int,
+              help="CPU threads per training run (0 = torch's default). 1 keeps step times predictable: with 2 threads, any other job on a 2-core machine slows torch many times over.")
 def demo_command(out: str, quick: bool, wall_s: float, cpu_threads: int) -> None:
     """Train tiny (vanilla and JEPA, equal wall time) on the embedded corpus, then pack,
     size-report, roundtrip-evaluate and A/B-report the result with artifactkit."""

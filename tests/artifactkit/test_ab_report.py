@@ -72,3 +72,12 @@ def test_ab_report_rejects_a_log_that_is_not_json_lines(two_runs, tmp_path):
     empty.write_text('{"note": 1}\n')
     with pytest.raises(InputError, match="no training rows"):
         summarize(read_log(empty, "A"))
+
+
+def test_regression_run_shorter_than_its_log_interval_still_reports(tmp_path):
+    """The demo's JEPA run once finished 7 steps with --log-every 10: only its final row."""
+    short = tmp_path / "short.jsonl"
+    short.write_text('{"step": 7, "loss": 6.16, "elapsed_s": 60.1, "val_loss": 6.66, "val_bpb": 3.82, '
+                     '"final": true, "weights": "ema"}\n', encoding="utf-8")
+    summary = summarize(read_log(short, "B"))
+    assert summary.val_bpb == pytest.approx(3.82) and summary.final_loss == pytest.approx(6.16)
