@@ -126,6 +126,8 @@ def loss_curves_figure(series: Sequence[tuple[str, Sequence[float], Sequence[flo
     bpb_axis.set_xlabel("wall clock (s)")
     bpb_axis.set_ylabel("val_bpb (bits/byte)")
     bpb_axis.set_title("Validation bits per byte vs wall clock")
+    # Share the wall-clock axis: a run validated only at its end is a point, not a zoomed-in blur.
+    bpb_axis.set_xlim(loss_axis.get_xlim())
     if bpb_axis.lines:
         bpb_axis.legend()
     figure.suptitle(title)

@@ -7,6 +7,8 @@ notice, so the demo works while the toolkit grows.
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -53,7 +55,8 @@ def _available(subcommand: list[str]) -> bool:
 def _train(out: Path, name: str, jepa_weight: float, iterations: int, wall_s: float, threads: int) -> Path:
     run_dir = out / name
     command = [sys.executable, "-m", "train", "--preset", "tiny", "--out", str(run_dir),
-               "--jepa-weight", str(jepa_weight), "--iterations", str(iterations), "--log-every", "10"]
+               "--jepa-weight", str(jepa_weight), "--iterations", str(iterations), "--log-every", "10",
+               "--val-every", "50"]
     if threads:
         command += ["--cpu-threads", str(threads)]
     if wall_s > 0:
@@ -75,6 +78,12 @@ def _summary(runs: dict[str, Path], equal: str) -> None:
         metrics = checkpoint["metrics"]
         click.echo(f"| {name} | {checkpoint['step']} | {metrics['elapsed_s']:.1f} | {metrics['val_loss']:.4f} "
                    f"| {metrics['val_bpb']:.4f} |")
+
+
+def _roundtrip_line(document: str) -> str:
+    data = json.loads(document)
+    return (f"val_bpb float {data['val_bpb_fp']:.4f}, dequantized {data['val_bpb_q']:.4f} "
+            f"(delta {data['delta_bpb']:+.5f}) on {data['tokens']:,} tokens, {data['mode']}")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,24 +108,40 @@ def demo_command(out: str, quick: bool, wall_s: float, cpu_threads: int) -> None
     jepa = _train(out_dir, "jepa", JEPA_WEIGHT, iterations, budget, cpu_threads)
     _summary({"vanilla (CE)": vanilla, f"JEPA ({JEPA_WEIGHT})": jepa}, "steps" if quick else "wall time")
 
-    run = jepa
-    steps = [
-        (["pack"], ["pack", str(run / "ckpt.pt"), "-o", str(run / "model.akit")]),
-        (["size-report"], ["size-report", str(run / "ckpt.pt"), "--plot", str(run / "size.png"),
-                           "--markdown", str(run / "size.md")]),
-        (["roundtrip-eval"], ["roundtrip-eval", str(run / "ckpt.pt"), "--val", str(run / "data" / "val_*.bin"),
-                              "--tokenizer", str(run / "tokenizer.model")]),
+    # the trainer's own files stand in for "the code the submission ships"
+    code = sorted(os.path.relpath(path) for path in Path(__file__).resolve().parent.glob("*.py"))
+    code_options = [option for path in code for option in ("--code", path)]
+    steps: list[tuple[list[str], list[str], Path | None]] = []
+    for run in (vanilla, jepa):
+        steps.append((["pack"], ["pack", str(run / "ckpt.pt"), "-o", str(run / "model.akit")], None))
+        steps.append((["roundtrip-eval"], ["roundtrip-eval", str(run / "ckpt.pt"), "--artifact", str(run / "model.akit"),
+                                           "--val", str(run / "data" / "val_*.bin"),
+                                           "--tokenizer", str(run / "tokenizer.model"), "--json"],
+                      run / "roundtrip.json"))
+    steps += [
+        (["size-report"], ["size-report", str(vanilla / "ckpt.pt"), *code_options, "--count-loader",
+                           "--plot", str(out_dir / "size.png"), "--markdown", str(out_dir / "size.md")], None),
+        (["check"], ["check", str(vanilla / "model.akit"), *code_options], None),
         (["report", "ab"], ["report", "ab", str(vanilla / "log.jsonl"), str(jepa / "log.jsonl"),
-                            "-o", str(out_dir / "ab")]),
+                            "--label-a", "vanilla CE", "--label-b", f"JEPA {JEPA_WEIGHT}",
+                            "--artifact-a", str(vanilla / "model.akit"), "--artifact-b", str(jepa / "model.akit"),
+                            "--roundtrip-a", str(vanilla / "roundtrip.json"),
+                            "--roundtrip-b", str(jepa / "roundtrip.json"), "-o", str(out_dir / "ab")], None),
     ]
     failed = []
-    for probe, arguments in steps:
+    for probe, arguments, json_output in steps:
         name = " ".join(probe)
         if not _available(probe):
             click.secho(f"\nskipped: `artifactkit {name}` is not available in this installation "
                         f"(`artifactkit {name} --help` failed)", fg="yellow")
             continue
-        if _run([*_artifactkit_prefix(), *arguments]).returncode != 0:
+        result = _run([*_artifactkit_prefix(), *arguments], capture=json_output is not None)
+        if json_output is not None:
+            sys.stderr.write(result.stderr)
+            if result.returncode == 0:
+                json_output.write_text(result.stdout, encoding="utf-8")
+                click.echo(f"wrote {json_output}: {_roundtrip_line(result.stdout)}")
+        if result.returncode != 0:
             failed.append(name)
     click.secho(f"\ndemo finished in {time.perf_counter() - started:.0f}s; outputs under {out_dir}", bold=True)
     if failed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,12 @@ def test_quick_demo_trains_both_runs_and_runs_or_skips_each_artifactkit_step(tmp
     assert torch.load(out / "vanilla" / "ckpt.pt", weights_only=True)["train_config"]["jepa_weight"] == 0.0
     assert "$ python -m train --preset tiny" in result.stdout
     assert "| vanilla (CE) |" in result.stdout and "| JEPA (0.3) |" in result.stdout
-    for step in ("pack", "size-report", "roundtrip-eval", "report ab"):
-        ran = f"$ artifactkit {step} " in result.stdout
-        skipped = f"skipped: `artifactkit {step}` is not available" in result.stdout
-        assert ran != skipped, step  # each step either ran (command printed) or was skipped with a notice
-    if "$ artifactkit pack " in result.stdout:
-        assert (out / "jepa" / "model.akit").is_file()
+    for step in ("pack", "roundtrip-eval", "size-report", "check", "report ab"):
+        assert f"$ artifactkit {step} " in result.stdout, step  # every artifactkit step ran
+    for name in ("vanilla", "jepa"):
+        assert (out / name / "model.akit").is_file()
+        roundtrip = json.loads((out / name / "roundtrip.json").read_text())
+        assert {"val_bpb_fp", "val_bpb_q", "delta_bpb", "tokens", "bytes", "mode"} <= set(roundtrip)
+    for report in ("size.png", "size.md", "ab.png", "ab.md"):
+        assert (out / report).stat().st_size > 0, report
+    assert "vanilla CE" in (out / "ab.md").read_text()
