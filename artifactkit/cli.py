@@ -19,6 +19,7 @@ from artifactkit import __version__
 from artifactkit.errors import ArtifactkitError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 
 class CliState:
@@ -74,7 +75,40 @@ def note(message: str) -> None:
     click.echo(message, err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class ArtifactkitGroup(click.Group):
+    """A click group whose usage errors (missing file, bad option value) are one
+    `error:` line like every other error, instead of click's usage block."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NO_ARGS_IS_HELP as exc:  # bare `artifactkit` (or a bare group): show the help
+            click.echo(exc.format_message())
+            if standalone_mode:
+                sys.exit(EXIT_OK)
+            raise
+        except click.ClickException as exc:
+            message = " ".join(exc.format_message().split()).rstrip(".")
+            hint = ""
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                hint = f"; see '{exc.ctx.command_path} --help'"
+            click.echo(f"error: {message}{hint}", err=True)
+            if standalone_mode:
+                sys.exit(exc.exit_code)
+            raise
+        except click.exceptions.Abort:
+            click.echo("error: aborted; nothing was written", err=True)
+            if standalone_mode:
+                sys.exit(EXIT_BAD_INPUT)
+            raise
+        if standalone_mode:
+            sys.exit(result if isinstance(result, int) else EXIT_OK)
+        return result
+
+
+@click.group(cls=ArtifactkitGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="artifactkit")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.pass_context

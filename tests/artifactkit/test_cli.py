@@ -70,3 +70,16 @@ def test_bad_options_exit_2(tmp_path):
     assert result.exit_code == 2 and "2..8" in result.stderr
     result = runner.invoke(main, ["pack", str(ckpt), "-o", str(tmp_path / "x.akit"), "--clip", "attn=std:-1"])
     assert result.exit_code == 2 and "--clip" in result.stderr
+
+
+def test_usage_errors_are_one_error_line_with_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    for args in (["pack", str(tmp_path / "missing.pt"), "-o", str(tmp_path / "x.akit")], ["pack"], ["nosuch"],
+                 ["inspect", str(tmp_path)]):
+        result = subprocess.run([sys.executable, "-m", "artifactkit", *args], capture_output=True, text=True)
+        assert result.returncode == 2, args
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0], result.stderr
+        assert result.stdout == ""
