@@ -213,6 +213,8 @@ class FitOptions:
     bits_choices: tuple[int, ...] = DEFAULT_BITS_CHOICES
     clip_choices: tuple[str, ...] = DEFAULT_CLIP_CHOICES
     gptq: bool = True
+    act_order: bool = True  # measured to help (reports/quant_gptq.md)
+    search_clip: bool = True  # each row's clip chosen by GPTQ output error, not rounding error
     damage: str = DAMAGE_HESSIAN_KL  # with calibration; see DAMAGE_CHOICES
     codec: str = DEFAULT_CODEC
     seed: int = 0
@@ -418,7 +420,8 @@ def measure_group(name: str, category: str, tensor: torch.Tensor, hessian: torch
     for bits in options.bits_choices:
         for clip in options.clip_choices:
             if use_gptq:
-                codes, scales = gptq_quantize(tensor, hessian, bits, parse_clip_rule(clip), device=device, name=name)
+                codes, scales = gptq_quantize(tensor, hessian, bits, parse_clip_rule(clip), device=device, name=name,
+                                              act_order=options.act_order, search_clip=options.search_clip)
                 quantized = QuantizedTensor(codes.cpu(), scales.cpu(), bits, tuple(tensor.shape))
             else:
                 quantized = quantize(tensor, bits, clip)

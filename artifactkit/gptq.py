@@ -1,7 +1,7 @@
 """GPTQ (Frantar et al., 2022): error-feedback rounding of per-row symmetric intN weights
 against a per-layer input Hessian, and the collector that measures those Hessians.
 
-This module owns three things:
+This module owns four things:
 
 * `gptq_quantize` - one 2-D weight [rows=out_features, cols=in_features] + its Hessian
   H = 2 X^T X / n [cols, cols] -> (codes int8, scales float16) in the project's intN
@@ -13,6 +13,9 @@ This module owns three things:
   Weights are recognised by storage (pointer, offset, shape, stride), so a slice of a
   3-D bank parameter maps to its expanded per-layer name; a weight cast inside the
   forward (`self.weight.to(x.dtype)`) is followed through the cast.
+* `clip_candidates` / `search_clip=True` - for a searching clip rule, each row's clip
+  chosen by the GPTQ-propagated output error d H d^T instead of the row's own rounding
+  MSE (every candidate goes through GPTQ; rows are independent, so the choice is per row).
 * `gptq_state_dict` - GPTQ for every tensor of an expanded state dict that has both a
   Hessian and a bit width.
 
@@ -32,7 +35,14 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from artifactkit.banks import bank_layout, member_names
-from artifactkit.clip import ClipRule, levels_for, row_clip, scales_from_clip
+from artifactkit.clip import (
+    MSE_STD_MULTIPLES,
+    SEED_PERCENTILES,
+    ClipRule,
+    levels_for,
+    row_clip,
+    scales_from_clip,
+)
 from artifactkit.errors import CheckFailed, InputError
 
 # Tensor methods that make a converted copy of a weight inside a forward; the copy is
@@ -213,61 +223,13 @@ def _inverse_hessian_factor(hessian: torch.Tensor, damp: float, name: str) -> to
     )
 
 
-def gptq_quantize(
-    weight: torch.Tensor,
-    hessian: torch.Tensor,
-    bits: int,
-    clip: ClipRule,
-    *,
-    block_size: int = 128,
-    damp: float = 0.01,
-    act_order: bool = False,
-    device: torch.device | str | None = None,
-    name: str = "weight",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """GPTQ-round `weight` [rows, cols] given its input Hessian [cols, cols].
-
-    Returns (codes int8 [rows, cols], scales float16 [rows]) on `weight`'s device, in the
-    convention of `artifactkit.clip.quantize_with_clip`; with an identity (or any
-    diagonal) Hessian the codes equal round-to-nearest exactly. Columns whose Hessian
-    diagonal is 0 (inputs never active in calibration) are rounded to nearest and
-    exchange no error with the others. `device` picks where the work runs (default:
-    the weight's device); the Hessian factorisation runs in float64, the updates in
-    float32."""
-    if weight.ndim != 2:
-        raise InputError(f"{name}: GPTQ needs a 2-D weight, got shape {tuple(weight.shape)}; expand banks first")
-    rows, cols = weight.shape
-    if tuple(hessian.shape) != (cols, cols):
-        raise InputError(
-            f"{name}: Hessian shape {tuple(hessian.shape)} does not match {cols} input columns; "
-            "collect the Hessian for this tensor from the same model"
-        )
-    if block_size < 1:
-        raise InputError(f"{name}: block_size={block_size}; use a positive block size (128 is usual)")
-    if not damp >= 0:
-        raise InputError(f"{name}: damp={damp}; use a non-negative damping fraction (0.01 is usual)")
-    work_device = torch.device(device) if device is not None else weight.device
-    work = weight.detach().to(work_device, torch.float32).clone()
-    if not torch.isfinite(work).all():
-        raise InputError(f"{name}: weight has NaN or inf values; fix the checkpoint before quantizing")
-    scales = scales_from_clip(row_clip(work, bits, clip), bits)
-    if rows == 0 or cols == 0:
-        return torch.zeros(rows, cols, dtype=torch.int8, device=weight.device), scales.to(weight.device)
-
-    hessian64 = hessian.detach().to(work_device, torch.float64).clone()
-    if not torch.isfinite(hessian64).all():
-        raise InputError(f"{name}: Hessian has NaN or inf values; recollect it from finite activations")
-    dead = hessian64.diagonal() <= 0
-    hessian64[dead, :] = 0.0
-    hessian64[:, dead] = 0.0
-    hessian64[dead, dead] = 1.0
-    permutation = None
-    if act_order:
-        permutation = torch.argsort(hessian64.diagonal(), descending=True, stable=True)
-        work = work[:, permutation]
-        hessian64 = hessian64[permutation][:, permutation]
-    inverse_factor = _inverse_hessian_factor(hessian64, damp, name).to(torch.float32)
-
+def _feedback_round(
+    work: torch.Tensor, scales: torch.Tensor, bits: int, inverse_factor: torch.Tensor, block_size: int
+) -> torch.Tensor:
+    """The GPTQ rounding loop: codes int8 [rows, cols] for `work` (float32, consumed) with
+    fixed per-row `scales`, given the upper Cholesky factor of the damped inverse Hessian."""
+    rows, cols = work.shape
+    work_device = work.device
     levels = levels_for(bits)
     scale32 = scales.float()
     zero_rows = scale32 == 0
@@ -290,6 +252,117 @@ def gptq_quantize(
         # Lazy batch update: the block's accumulated error reaches later columns at once.
         work[:, end:].sub_(block_errors @ inverse_factor[start:end, end:])
 
+    return codes
+
+
+def clip_candidates(weight2d: torch.Tensor, bits: int, clip: ClipRule) -> list[torch.Tensor]:
+    """The per-row clip vectors (float32 [rows]) a searching rule chooses among:
+    `percentile` -> each of the seed percentiles (1.0 = max|w|); `mse` -> k*std for each
+    of its multiples, and max|w|. A fixed rule (with a value) -> its one clip vector."""
+    if clip.value is not None or clip.kind not in ("percentile", "mse"):
+        return [row_clip(weight2d, bits, clip)]
+    if clip.kind == "percentile":
+        rules = [ClipRule("percentile", quantile) for quantile in SEED_PERCENTILES]
+    else:
+        rules = [ClipRule("std", multiple) for multiple in MSE_STD_MULTIPLES] + [ClipRule("percentile", 1.0)]
+    return [row_clip(weight2d, bits, rule) for rule in rules]
+
+
+def _best_rows_over_clips(
+    work: torch.Tensor,
+    hessian64: torch.Tensor,
+    candidates: list[torch.Tensor],
+    bits: int,
+    inverse_factor: torch.Tensor,
+    block_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPTQ with every candidate clip; per row, the (codes, scale) of least d H d^T
+    (`work` and `hessian64` in the same, possibly act-order permuted, column order)."""
+    hessian32 = hessian64.float()
+    best_codes = best_scales = best_error = None
+    for clip in candidates:
+        scales = scales_from_clip(clip, bits)
+        codes = _feedback_round(work.clone(), scales, bits, inverse_factor, block_size)
+        dequantized = codes.float() * scales.float()[:, None]
+        difference = work - dequantized
+        error = ((difference @ hessian32) * difference).sum(dim=1)
+        if best_error is None:
+            best_codes, best_scales, best_error = codes, scales, error
+            continue
+        better = error < best_error
+        best_codes = torch.where(better[:, None], codes, best_codes)
+        best_scales = torch.where(better, scales, best_scales)
+        best_error = torch.where(better, error, best_error)
+    return best_codes, best_scales
+
+
+def gptq_quantize(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    bits: int,
+    clip: ClipRule,
+    *,
+    block_size: int = 128,
+    damp: float = 0.01,
+    act_order: bool = False,
+    search_clip: bool = False,
+    device: torch.device | str | None = None,
+    name: str = "weight",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPTQ-round `weight` [rows, cols] given its input Hessian [cols, cols].
+
+    Returns (codes int8 [rows, cols], scales float16 [rows]) on `weight`'s device, in the
+    convention of `artifactkit.clip.quantize_with_clip`; with an identity (or any
+    diagonal) Hessian the codes equal round-to-nearest exactly. Columns whose Hessian
+    diagonal is 0 (inputs never active in calibration) are rounded to nearest and
+    exchange no error with the others. `device` picks where the work runs (default:
+    the weight's device); the Hessian factorisation runs in float64, the updates in
+    float32.
+
+    With `search_clip`, a searching rule (`percentile` or `mse` without a value) does not
+    pick each row's clip by the row's own rounding MSE: every candidate clip of the rule
+    (`clip_candidates`) goes through GPTQ, and each row keeps the candidate whose
+    GPTQ-rounded row has the least output error d H d^T (rows are independent in GPTQ,
+    so the per-row choice is exact). A fixed rule has one candidate, so it is unchanged."""
+    if weight.ndim != 2:
+        raise InputError(f"{name}: GPTQ needs a 2-D weight, got shape {tuple(weight.shape)}; expand banks first")
+    rows, cols = weight.shape
+    if tuple(hessian.shape) != (cols, cols):
+        raise InputError(
+            f"{name}: Hessian shape {tuple(hessian.shape)} does not match {cols} input columns; "
+            "collect the Hessian for this tensor from the same model"
+        )
+    if block_size < 1:
+        raise InputError(f"{name}: block_size={block_size}; use a positive block size (128 is usual)")
+    if not damp >= 0:
+        raise InputError(f"{name}: damp={damp}; use a non-negative damping fraction (0.01 is usual)")
+    work_device = torch.device(device) if device is not None else weight.device
+    work = weight.detach().to(work_device, torch.float32).clone()
+    if not torch.isfinite(work).all():
+        raise InputError(f"{name}: weight has NaN or inf values; fix the checkpoint before quantizing")
+    candidates = clip_candidates(work, bits, clip) if search_clip else [row_clip(work, bits, clip)]
+    scales = scales_from_clip(candidates[0], bits)
+    if rows == 0 or cols == 0:
+        return torch.zeros(rows, cols, dtype=torch.int8, device=weight.device), scales.to(weight.device)
+
+    hessian64 = hessian.detach().to(work_device, torch.float64).clone()
+    if not torch.isfinite(hessian64).all():
+        raise InputError(f"{name}: Hessian has NaN or inf values; recollect it from finite activations")
+    dead = hessian64.diagonal() <= 0
+    hessian64[dead, :] = 0.0
+    hessian64[:, dead] = 0.0
+    hessian64[dead, dead] = 1.0
+    permutation = None
+    if act_order:
+        permutation = torch.argsort(hessian64.diagonal(), descending=True, stable=True)
+        work = work[:, permutation]
+        hessian64 = hessian64[permutation][:, permutation]
+    inverse_factor = _inverse_hessian_factor(hessian64, damp, name).to(torch.float32)
+
+    if len(candidates) == 1:
+        codes = _feedback_round(work, scales, bits, inverse_factor, block_size)
+    else:
+        codes, scales = _best_rows_over_clips(work, hessian64, candidates, bits, inverse_factor, block_size)
     if permutation is not None:
         codes = codes[:, torch.argsort(permutation)]
     return codes.to(weight.device), scales.to(weight.device)
@@ -304,12 +377,13 @@ def gptq_state_dict(
     block_size: int = 128,
     damp: float = 0.01,
     act_order: bool = False,
+    search_clip: bool = False,
     device: torch.device | str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """GPTQ every tensor that has a Hessian and a bit width (`bits_for(name)` not None):
     name -> (codes int8, scales float16), on the CPU. Tensors without a Hessian are left
-    to the caller (round-to-nearest); `progress(name)` is called before each tensor."""
+    to the caller (round-to-nearest); `search_clip` as in `gptq_quantize`; `progress(name)` is called before each tensor."""
     result: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name, tensor in expanded_state_dict.items():
         hessian = hessians.get(name)
@@ -333,6 +407,7 @@ def gptq_state_dict(
             block_size=block_size,
             damp=damp,
             act_order=act_order,
+            search_clip=search_clip,
             device=device,
             name=name,
         )

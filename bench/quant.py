@@ -62,16 +62,31 @@ SETTINGS = {  # bit width per category
     # Separates the matrices GPTQ sees fully (attn, mlp) from the embedding tables.
     "int4 attn/mlp (embed/other 8)": {"attn": 4, "mlp": 4, "embed": 8, "other": 8},
 }
-# (label, clip rule, GPTQ: None | "plain" | "act-order") — the first is the seed's
-# method, the baseline of the ratio.
+# (label, clip rule, GPTQ: None for round-to-nearest | (act_order, search_clip)) — the
+# first is the seed's method, the baseline of the ratio. `search_clip` picks each row's
+# clip among the rule's candidates by the GPTQ-propagated output error d H d^T instead of
+# the row's own rounding MSE (`artifactkit.gptq.gptq_quantize`).
 METHODS = (
     ("RTN, percentile clip (seed)", "percentile", None),
     ("RTN, std clip k=12.5", "std:12.5", None),
     ("RTN, std clip k searched per row (mse)", "mse", None),
-    ("GPTQ, percentile clip", "percentile", "plain"),
-    ("GPTQ, std clip k searched per row (mse)", "mse", "plain"),
-    ("GPTQ act-order, percentile clip", "percentile", "act-order"),
+    ("GPTQ, percentile clip", "percentile", (False, False)),
+    ("GPTQ, std clip k searched per row (mse)", "mse", (False, False)),
+    ("GPTQ act-order, percentile clip", "percentile", (True, False)),
+    ("GPTQ, percentile clip searched through GPTQ", "percentile", (False, True)),
+    ("GPTQ, mse clip searched through GPTQ", "mse", (False, True)),
+    ("GPTQ act-order, mse clip searched through GPTQ", "mse", (True, True)),
+    # The embedding tables take the mse clip (the bigram table, a lookup without a
+    # Hessian, by its own rounding MSE; the tied token embedding through GPTQ), the
+    # attn / mlp / other matrices the seed's percentile candidates, all searched through GPTQ.
+    ("GPTQ act-order, clip searched through GPTQ (embed mse, rest percentile)",
+     {"attn": "percentile", "mlp": "percentile", "embed": "mse", "other": "percentile"}, (True, True)),
 )
+# The GPTQ variant this bench recommends, fixed here rather than re-picked each run as the
+# best of the rows. It was chosen in the issue-7 experiments on this same checkpoint and
+# validation shard (consistent with 64 and 256 calibration sequences), so its ratio carries
+# some selection bias; the report says so.
+RECOMMENDED = "GPTQ act-order, clip searched through GPTQ (embed mse, rest percentile)"
 
 
 def ensure_checkpoint(run_dir: Path, iterations: int) -> Path:
@@ -83,9 +98,15 @@ def ensure_checkpoint(run_dir: Path, iterations: int) -> Path:
     return checkpoint
 
 
-def policy_for(bits: dict[str, int], clip: str, small_threshold: int) -> Policy:
-    schemes = {category: int_scheme(bits[category], clip) for category in CATEGORIES}
-    return Policy("bench", schemes, clip_for=dict.fromkeys(CATEGORIES, clip), small_threshold=small_threshold)
+def clips_by_category(clip: str | dict[str, str]) -> dict[str, str]:
+    """A method's clip rule per category (one string means the same rule everywhere)."""
+    return dict.fromkeys(CATEGORIES, clip) if isinstance(clip, str) else {category: clip[category] for category in CATEGORIES}
+
+
+def policy_for(bits: dict[str, int], clip: str | dict[str, str], small_threshold: int) -> Policy:
+    clips = clips_by_category(clip)
+    schemes = {category: int_scheme(bits[category], clips[category]) for category in CATEGORIES}
+    return Policy("bench", schemes, clip_for=clips, small_threshold=small_threshold)
 
 
 def main() -> None:
@@ -127,10 +148,11 @@ def main() -> None:
     classification = classify_state_dict(expanded, None, args.small_threshold)
     categories = {info.name: info.category for info in classification.tensors}
 
-    gptq_cache: dict[tuple[str, int, str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+    gptq_cache: dict[tuple[str, int, str, bool, bool], tuple[torch.Tensor, torch.Tensor]] = {}
     gptq_seconds = 0.0
 
-    def gptq_codes(clip: str, policy: Policy, act_order: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def gptq_codes(clip: str | dict[str, str], policy: Policy, act_order: bool,
+                   search_clip: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         nonlocal gptq_seconds
         out = {}
         for name, hessian in hessians.items():
@@ -140,11 +162,12 @@ def main() -> None:
             scheme, _ = policy.scheme_for(name, categories[name], tensor)
             if scheme.kind != "int":
                 continue
-            key = (name, int(scheme.bits), clip, act_order)
+            rule = clips_by_category(clip)[categories[name]]
+            key = (name, int(scheme.bits), rule, act_order, search_clip)
             if key not in gptq_cache:
                 begin = time.perf_counter()
-                gptq_cache[key] = gptq_quantize(tensor, hessian, int(scheme.bits), parse_clip_rule(clip),
-                                                act_order=act_order, name=name)
+                gptq_cache[key] = gptq_quantize(tensor, hessian, int(scheme.bits), parse_clip_rule(rule),
+                                                act_order=act_order, search_clip=search_clip, name=name)
                 gptq_seconds += time.perf_counter() - begin
             out[name] = gptq_cache[key]
         return out
@@ -154,7 +177,7 @@ def main() -> None:
     for setting, bits in SETTINGS.items():
         for label, clip, use_gptq in METHODS:
             policy = policy_for(bits, clip, args.small_threshold)
-            precomputed = gptq_codes(clip, policy, use_gptq == "act-order") if use_gptq else None
+            precomputed = gptq_codes(clip, policy, *use_gptq) if use_gptq else None
             packed = pack_state_dict(checkpoint.state_dict, policy, "lzma", precomputed=precomputed)
             restored = read_artifact(packed.data).state_dict()
             bpb = val_bpb(restored)
@@ -196,6 +219,7 @@ def main() -> None:
 
 def render_report(args, checkpoint, float_bpb, rows, fit_rows, gptq_seconds, seconds, val_count) -> str:
     seed_delta = {setting: delta for setting, label, _, _, delta in rows if label == METHODS[0][0]}
+    seed_bytes = {setting: size for setting, label, size, _, _ in rows if label == METHODS[0][0]}
     lines = [
         "# Quantization damage at equal bits: RTN (percentile / std clip) vs GPTQ",
         "",
@@ -213,6 +237,9 @@ def render_report(args, checkpoint, float_bpb, rows, fit_rows, gptq_seconds, sec
         "below the default 65,536 threshold); control tensors fp32, small ones fp16; codec lzma",
         "- matrices without a Hessian (the BigramHash embedding, a lookup only) are round-to-nearest in every row;"
         " the tied token embedding gets GPTQ from its use as the output head (its lookup side is not in H)",
+        "- \"searched through GPTQ\": every candidate clip of the rule (percentile: the 5 seed percentiles; mse: "
+        "k*std for 20 k in 2..20, and max|w|) goes through GPTQ and each row keeps the candidate with the least "
+        "calibration output error d H d^T; bits, codes and scales are stored exactly as for any other row",
         "- Δbpb is paired (same tokens, same windows); no confidence interval is computed, so differences of a "
         "few 1e-4 (e.g. among the int6-mixed rows) should not be read as real",
         "",
@@ -223,19 +250,29 @@ def render_report(args, checkpoint, float_bpb, rows, fit_rows, gptq_seconds, sec
         ratio = delta / seed_delta[setting] if seed_delta[setting] > 0 else float("nan")
         lines.append(f"| {setting} | {label} | {size:,} | {bpb:.6f} | {delta:+.6f} | {ratio:.2f} |")
     lines += ["", "## Goal: GPTQ Δbpb ≤ half of the seed method's at the same bits", ""]
+    lines.append(f"Recommended variant (fixed in the bench, not re-picked per run; chosen in the issue-7 experiments "
+                 f"on this checkpoint and val shard, so it carries some selection bias): **{RECOMMENDED}**. "
+                 "Bytes are the whole lzma artifact; at the same bits a clip that uses more of the code range "
+                 "compresses less, so the byte change against the seed is given next to each ratio.")
+    lines.append("")
     for setting in SETTINGS:
         seed = seed_delta[setting]
         gptq = {label: delta for s, label, _, _, delta in rows if s == setting and label.startswith("GPTQ")}
+        gptq_bytes = {label: size for s, label, size, _, _ in rows if s == setting and label.startswith("GPTQ")}
         best_label, best = min(gptq.items(), key=lambda item: item[1])
         same_clip = gptq["GPTQ, percentile clip"]
+        chosen = gptq[RECOMMENDED]
+        byte_change = gptq_bytes[RECOMMENDED] / seed_bytes[setting] - 1
         if seed <= 0:
             lines.append(f"- {setting}: seed Δ {seed:+.6f} is not above zero (within evaluation noise), so the "
-                         f"ratio is undefined; GPTQ Δ {same_clip:+.6f} -> **undetermined**")
+                         f"ratio is undefined; GPTQ Δ {same_clip:+.6f}, recommended Δ {chosen:+.6f} "
+                         "-> **undetermined**")
             continue
-        verdict = "met" if same_clip <= 0.5 * seed else "NOT met"
-        lines.append(f"- {setting}: seed Δ {seed:+.6f}; GPTQ (same percentile clip) Δ {same_clip:+.6f} "
-                     f"(ratio {same_clip / seed:.2f}) -> **{verdict}**; best GPTQ variant ({best_label}) "
-                     f"Δ {best:+.6f} (ratio {best / seed:.2f}) -> **{'met' if best <= 0.5 * seed else 'NOT met'}**")
+        verdict = "met" if chosen <= 0.5 * seed else "NOT met"
+        lines.append(f"- {setting}: seed Δ {seed:+.6f}; **recommended Δ {chosen:+.6f} (ratio {chosen / seed:.2f}, "
+                     f"bytes {byte_change:+.1%} vs seed) -> {verdict}**; GPTQ with the seed's percentile clip "
+                     f"Δ {same_clip:+.6f} (ratio {same_clip / seed:.2f}); lowest GPTQ row ({best_label}) "
+                     f"Δ {best:+.6f} (ratio {best / seed:.2f})")
     if fit_rows:
         lines += ["", "## `artifactkit fit` at the size of the uniform GPTQ artifacts", "",
                   f"Budget = the uniform GPTQ-percentile artifact's bytes; fit picks bits per matrix from GPTQ "

@@ -83,6 +83,11 @@ def render_text(result: FitResult, output: str) -> str:
               help="Clip rules each matrix may take: percentile, percentile:Q, std:K, mse.")
 @click.option("--gptq/--no-gptq", default=True, show_default=True,
               help="Quantize candidates with GPTQ (when calibration runs) instead of round-to-nearest.")
+@click.option("--act-order/--no-act-order", default=True, show_default=True,
+              help="GPTQ processes columns in order of decreasing Hessian diagonal.")
+@click.option("--search-clip/--no-search-clip", default=True, show_default=True,
+              help="GPTQ tries every candidate clip of the rule (5 for percentile, 21 for mse) and keeps, per row, "
+                   "the one with the smallest calibration output error (slower, measured better).")
 @click.option("--damage", type=click.Choice(DAMAGE_CHOICES), default=DAMAGE_HESSIAN_KL, show_default=True,
               help="With calibration: hessian = tr(dW H dW^T), each layer's output error; hessian-kl = the same "
                    "rescaled per matrix so its fewest-byte candidate equals the output KL it causes alone "
@@ -105,7 +110,7 @@ def render_text(result: FitResult, output: str) -> str:
 @guarded
 def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budget: int, code_rule: str,
                 calib: str | None, calib_seqs: int, seq_len: int | None, model_ref: str | None, bits_choices: str,
-                clip_choices: str, gptq: bool, damage: str, codec: str, seed: int, device: str, small_threshold: int | None, rules_path: str | None,
+                clip_choices: str, gptq: bool, act_order: bool, search_clip: bool, damage: str, codec: str, seed: int, device: str, small_threshold: int | None, rules_path: str | None,
                 val: str | None, tokenizer: str | None, val_max_tokens: int | None, progress: bool,
                 as_json: bool) -> None:
     """Choose bits and clip for every large matrix of CHECKPOINT so that artifact +
@@ -133,7 +138,7 @@ def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budge
         budget=budget, code_files=list(code_files) or [str(p) for p in default_code_files()], code_rule=code_rule,
         calib=calib, calib_seqs=calib_seqs, seq_len=seq_len, model=model_ref,
         bits_choices=parse_bits_choices(bits_choices), clip_choices=parse_clip_choices(clip_choices), gptq=gptq,
-        damage=damage,
+        act_order=act_order, search_clip=search_clip, damage=damage,
         codec=codec, seed=seed, device=device, user_rules=load_rules(rules_path),
         small_threshold=small_threshold, progress=note if progress else None,
     )
