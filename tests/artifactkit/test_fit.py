@@ -1,6 +1,6 @@
 """`artifactkit fit`: the knapsack solver against brute force, and the command end to
 end on a tiny real model whose factory lives in this module (`--model
-tests.artifactkit.test_fit:build_fit_model`), with real calibration, real GPTQ and
+tests.eval.tiny_lm:build`), with real calibration, real GPTQ and
 real codecs."""
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as functional
 from click.testing import CliRunner
-from torch import nn
 
 from artifactkit.artifact import read_artifact
 from artifactkit.checkpoint import load_checkpoint
@@ -31,56 +29,15 @@ from artifactkit.fit import (
 )
 from artifactkit.quant import quantize
 from eval.shards import write_shard
+from tests.eval.tiny_lm import build as build_tiny_lm
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FACTORY = "tests.artifactkit.test_fit:build_fit_model"
-CONFIG = {"vocab_size": 256, "dim": 160, "max_seq_len": 32, "seq_len": 16}
+FACTORY = "tests.eval.tiny_lm:build"
+CONFIG = {"vocab_size": 256, "dim": 160, "heads": 1, "layers": 1, "max_seq_len": 32, "seq_len": 16}
 SMALL_CHOICES = ["--bits-choices", "4,6,8", "--clip-choices", "percentile,std:4", "--calib-seqs", "8"]
 
 
-# --------------------------------------------------------------------------- the tiny model
-
-
-class FitBlock(nn.Module):
-    """One pre-norm attention + MLP block with GPT-2 names (classified attn / mlp)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(dim)
-        self.attn = nn.Module()
-        self.attn.c_attn = nn.Linear(dim, 3 * dim, bias=False)
-        self.attn.c_proj = nn.Linear(dim, dim, bias=False)
-        self.ln_2 = nn.LayerNorm(dim)
-        self.mlp = nn.Module()
-        self.mlp.c_fc = nn.Linear(dim, 4 * dim, bias=False)
-        self.mlp.c_proj = nn.Linear(4 * dim, dim, bias=False)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        query, key, value = self.attn.c_attn(self.ln_1(hidden)).chunk(3, dim=-1)
-        attended = functional.scaled_dot_product_attention(query[:, None], key[:, None], value[:, None],
-                                                           is_causal=True)[:, 0]
-        hidden = hidden + self.attn.c_proj(attended)
-        return hidden + self.mlp.c_proj(functional.gelu(self.mlp.c_fc(self.ln_2(hidden))))
-
-
-class FitLM(nn.Module):
-    def __init__(self, vocab_size: int, dim: int, max_seq_len: int) -> None:
-        super().__init__()
-        self.tok_emb = nn.Embedding(vocab_size, dim)
-        self.wpe = nn.Embedding(max_seq_len, dim)
-        self.block = FitBlock(dim)
-        self.ln_f = nn.LayerNorm(dim)
-        self.lm_head = nn.Linear(dim, vocab_size, bias=False)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        hidden = self.tok_emb(input_ids) + self.wpe(positions)[None]
-        return self.lm_head(self.ln_f(self.block(hidden)))
-
-
-def build_fit_model(config: dict) -> nn.Module:
-    """The factory `fit --model` imports: config -> FitLM."""
-    return FitLM(int(config["vocab_size"]), int(config["dim"]), int(config["max_seq_len"]))
+# The model: one pre-norm GPT-2-named block (classified attn / mlp) from the shared test factory.
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +46,7 @@ def workdir(tmp_path_factory) -> Path:
     the same weights as a raw state dict, and a validation shard."""
     root = tmp_path_factory.mktemp("fit")
     torch.manual_seed(0)
-    model = build_fit_model(CONFIG)
+    model = build_tiny_lm(CONFIG)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for parameter in model.parameters():
@@ -221,7 +178,7 @@ def test_fit_never_exceeds_the_budget_and_uses_it(workdir, constrained):
     for tensor in reader.tensors:
         if tensor.name in planned:
             assert (tensor.bits, tensor.clip) == (planned[tensor.name]["bits"], planned[tensor.name]["clip"])
-    build_fit_model(CONFIG).load_state_dict(reader.state_dict())
+    build_tiny_lm(CONFIG).load_state_dict(reader.state_dict())
 
 
 def test_tighter_budget_costs_more_damage(constrained, unconstrained):
@@ -284,10 +241,10 @@ def test_without_a_model_the_weight_mse_proxy_is_used_and_said(workdir):
 
 def test_kl_sensitivity_grows_with_coarser_codes_and_leaves_the_model_unchanged(workdir):
     checkpoint = load_checkpoint(workdir / "ckpt.pt")
-    model = build_fit_model(CONFIG)
+    model = build_tiny_lm(CONFIG)
     model.load_state_dict(checkpoint.state_dict)
     tokens = torch.randint(0, 256, (4, 16), generator=torch.Generator().manual_seed(0))
-    name = "block.mlp.c_fc.weight"
+    name = "blocks.0.mlp.c_fc.weight"
     weight = checkpoint.state_dict[name]
     group = Group(name, "mlp", tuple(weight.shape), [], [quantize(weight, bits, "percentile") for bits in (3, 8)])
     calibration = Calibration(model, tokens, {}, {})
