@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import glob as globlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from eval.atomic import atomic_write_bytes
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -24,12 +25,6 @@ class ShardError(ValueError):
     """A shard file is malformed. The message names the file, the cause and the fix."""
 
 
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> Path:
     """Write `tokens` (ids < 65536) as one shard, atomically (temp file + rename)."""
     path = Path(path)
@@ -40,19 +35,8 @@ def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> Path:
         raise ShardError(f"{path}: token ids must lie in [0, 65535]; use a vocabulary below 65536 tokens")
     header = np.zeros(HEADER_WORDS, dtype="<i4")
     header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, tokens.size
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(header.tobytes())
-            handle.write(tokens.astype("<u2").tobytes())
-        os.chmod(tmp, _default_file_mode())  # mkstemp creates 0600; shards are shared data
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    payload = header.tobytes() + tokens.astype("<u2").tobytes()
+    return atomic_write_bytes(path, payload)
 
 
 def read_header(path: str | os.PathLike) -> int:

@@ -10,11 +10,12 @@ are written atomically and both load with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from eval.atomic import atomic_write
 
 CHECKPOINT_FORMAT = "artifactkit-checkpoint/1"
 STATE_FORMAT = "artifactkit-train-state/1"
@@ -27,19 +28,7 @@ class CheckpointError(ValueError):
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def context_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

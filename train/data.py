@@ -15,7 +15,6 @@ import hashlib
 import io
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece
 
+from eval.atomic import atomic_write_bytes
 from eval.shards import BOS_ID, resolve_shards, write_shard
 from train.corpus import Document, corpus_fingerprint, embedded_documents, split_documents
 
@@ -94,11 +94,7 @@ def train_tokenizer(documents: Sequence[Document], output: str | os.PathLike, vo
         minloglevel=2,
         **settings,
     )
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(buffer.getvalue())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, output)
+    atomic_write_bytes(output, buffer.getvalue())
     return output
 
 

@@ -13,7 +13,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from eval.atomic import atomic_write_text
 from eval.bpb import build_byte_tables
 from eval.evaluate import evaluate_bpb
 from eval.shards import load_tokens, resolve_shards
@@ -161,12 +161,7 @@ def _read_json(path: Path) -> dict:
 
 
 def write_json_atomic(path: Path, document: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2, default=str)
-        handle.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(document, indent=2, default=str) + "\n")
 
 
 def truncate_log(path: Path, last_step: int) -> None:
@@ -181,10 +176,7 @@ def truncate_log(path: Path, last_step: int) -> None:
             continue  # a half-written last line from a killed run
         if row.get("step", 0) <= last_step and not row.get("final"):
             kept.append(line)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _float_copies(model: nn.Module) -> dict[str, torch.Tensor]:
