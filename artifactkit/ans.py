@@ -20,10 +20,11 @@ CRC32 over (shapes, bits, decoded symbols) reject any corrupt blob.
 
 Lane count is chosen from T (one lane per LANE_SYMBOLS symbols, at least
 MIN_LANES so small inputs take few steps, at most MAX_LANES). Each lane costs
-its 4-byte final state (~3 bytes of it overhead), so lanes trade Python-step
-overhead against size. On the 27M-symbol bench model 4096 lanes cost 16 KB
-(0.11 %) for ~6500 steps; 8192 lanes saved little time (per-element numpy work
-dominates at that width) for 16 KB more.
+its 4-byte final state (3 bytes of it overhead, measured), so lanes trade
+Python-step overhead against size. Measured on the 27M-symbol bench model
+(quiet machine, best of 2): 4096 lanes 14,486,715 B, encode 0.48 s / decode
+0.19 s; 1024 lanes 14,477,533 B (-9.2 KB), 0.65 s / 0.36 s; 512 lanes -10.7 KB
+but 0.88 s / 0.65 s. 1024 buys ~12k int6 parameters for ~0.35 s per round trip.
 
 Context model (`contexts=True`). Rows differ mainly in how peaked their codes
 are (a row's max |w| relative to its spread). The fp16 row scale predicts that
@@ -33,7 +34,7 @@ max(CLASS_COUNTS) classes (rows start in quantiles of their code spread, then
 Lloyd iterations move each row to the table that codes it in the fewest bits),
 picks the class count that minimises the estimated total (code bits + tables +
 row ids), and stores one table per (bits, class) plus each row's class id
-(zlib'd; ~5 bits per row, ~0.2 % of the bench model). Measured in
+(~5 bits per row, ~0.2 % of the bench model). Measured in
 reports/ans_coder.md: 0.986 of the per-tensor bound whatever the spread of row
 norms, while scale buckets reach 0.986 only when norms are alike and 0.994 /
 0.999 at lognormal sigma 0.3 / 0.6 (before table and coder overhead); and the
@@ -47,11 +48,13 @@ clustering uses float arithmetic, so another CPU or numpy may choose other
 (equally valid) classes.
 
 Blob layout (little endian):
-    header  "<4sBBHIIII": magic b"AKC1", precision, row-id width (1|2 bytes),
+    header  "<4sBBHIIII": magic b"AKC2", precision, row-id width (1|2 bytes),
             n_tables, n_lanes, n_words, table-block length,
             CRC32 of (int64 [rows, rows * cols, bits] per tensor, then the int8 symbols)
-    tables  zlib(uint16 freqs[n_tables, 255] over codes -127..127 | row table ids
-            [total rows], uint8 or uint16; rows without codes may hold any id)
+    tables  lzma-alone(uint16 freqs[n_tables, 255] over codes -127..127 | row table
+            ids [total rows], uint8 or uint16; rows without codes may hold any id)
+            (b"AKC1", the first version, holds the same block zlib'd and still decodes;
+            lzma is 2.6 KB smaller on the bench model.)
     states  uint32[n_lanes]      final encoder states = decoder start states
     words   uint16[n_words]      renormalisation words, in decoding order
 """
@@ -59,6 +62,7 @@ Blob layout (little endian):
 from __future__ import annotations
 
 import functools
+import lzma
 import struct
 import zlib
 from collections.abc import Callable, Sequence
@@ -71,13 +75,13 @@ from artifactkit.errors import InputError, describe
 PRECISION = 14
 LANE_SYMBOLS = 4096
 MIN_LANES = 16
-MAX_LANES = 4096
+MAX_LANES = 1024
 # The decoder accepts at most len(shapes) + 224 tables: 32 classes for each of the 7 bit widths.
 CLASS_COUNTS = (1, 4, 16, 32)
 LLOYD_ITERATIONS = 2
 STATE_LOW = 1 << 16
 HEADER = struct.Struct("<4sBBHIIII")
-MAGIC = b"AKC1"
+MAGIC = b"AKC2"
 SECTION = "codes section"
 
 
@@ -172,7 +176,8 @@ def _cluster_rows(histograms: np.ndarray, classes: int) -> np.ndarray:
 
 def _choose_classes(histograms: np.ndarray) -> np.ndarray:
     """Row class ids for one bit width, with the class count that minimises estimated bytes:
-    code bits + ~1.2 bytes per stored frequency + the zlib'd row ids."""
+    code bits + ~1.2 bytes per stored frequency + the row ids (zlib'd: a fast stand-in
+    for the lzma the blob uses)."""
     alphabet = histograms.shape[1]
     best_cost, best = np.inf, np.zeros(len(histograms), dtype=np.int64)
     for classes in CLASS_COUNTS:
@@ -304,7 +309,7 @@ def _encode_stream(codes: list[np.ndarray], bits: list[int], row_ids: list[np.nd
     id_width = 1 if len(table_bits) <= 256 else 2
     table_block = (np.concatenate(freqs + [np.zeros(0, dtype=np.int64)]).astype("<u2").tobytes()
                    + all_ids.astype(f"<u{id_width}").tobytes())
-    compressed_tables = zlib.compress(table_block, 9)
+    compressed_tables = compress_table_block(table_block)
     # The checksum also covers rows, size and bit width of each tensor, so decoding with the wrong
     # shapes fails; (0, n) and (0, 0) count as the same empty tensor.
     key = np.array([[matrix.shape[0], matrix.size, width] for matrix, width in zip(codes, bits, strict=True)],
@@ -312,6 +317,15 @@ def _encode_stream(codes: list[np.ndarray], bits: list[int], row_ids: list[np.nd
     header = HEADER.pack(MAGIC, precision, id_width, len(table_bits), lanes, len(words),
                          len(compressed_tables), zlib.crc32(flat, zlib.crc32(key)))
     return header + compressed_tables + state.astype("<u4").tobytes() + words.tobytes()
+
+
+def compress_table_block(table_block: bytes) -> bytes:
+    """The table block as the decoder reads it: an lzma "alone" stream (13-byte header; the
+    xz container would add ~50 bytes, and the CRC over the decoded symbols already guards it)."""
+    # A dictionary no larger than the block, so the decoder allocates no more than it needs.
+    dictionary = 1 << max(12, (len(table_block) - 1).bit_length())
+    lzma1 = {"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": dictionary}
+    return lzma.compress(table_block, format=lzma.FORMAT_ALONE, filters=[lzma1])
 
 
 @functools.cache
@@ -329,7 +343,7 @@ def decode_codes(blob: bytes, shapes: list[tuple[int, int]], scales: list[np.nda
     _check_inputs(shapes, scales, bits)
     try:
         decoded = _standalone_decoder()(bytes(blob), shapes, [int(width) for width in bits])
-    except (ValueError, struct.error, zlib.error) as error:
+    except (ValueError, struct.error, zlib.error, lzma.LZMAError) as error:
         cause = str(error) if str(error).startswith("corrupt") else f"corrupt codes blob: {error}"
         raise InputError(describe(SECTION, cause, "re-pack the artifact; the file is damaged")) from None
     for index, (matrix, width) in enumerate(zip(decoded, bits, strict=True)):

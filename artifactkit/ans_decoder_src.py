@@ -7,15 +7,16 @@ standard library, imports nothing from artifactkit, and is kept small because it
 bytes count against the artifact budget. It defines
 `decode_codes(blob, shapes, bits) -> list[np.ndarray]`, which raises on any
 corrupt, truncated or inconsistent blob: `ValueError` ("corrupt codes blob: ...")
-from its own checks, `struct.error` / `zlib.error` from a mangled header or
-table block (`artifactkit.ans.decode_codes` turns all three into InputError).
+from its own checks, `struct.error` / `zlib.error` / `lzma.LZMAError` from a
+mangled header or table block (`artifactkit.ans.decode_codes` turns all of them
+into InputError).
 The blob layout is documented in `artifactkit.ans`.
 """
 
 from __future__ import annotations
 
 DECODER_SOURCE = '''\
-import struct, zlib
+import lzma, struct, zlib
 import numpy as np
 
 def decode_codes(blob, shapes, bits):
@@ -27,9 +28,10 @@ def decode_codes(blob, shapes, bits):
     nrow = [r for r, c in shapes]
     cols = np.repeat([c for r, c in shapes], nrow).astype(int)
     total, rows, M, used = int(cols.sum()), len(cols), 1 << prec, cols > 0  # rows without codes need no table
-    check(magic == b"AKC1" and 8 <= prec <= 15 and idw in (1, 2) and ntab <= len(shapes) + 224, "header")
+    check(magic in (b"AKC1", b"AKC2") and 8 <= prec <= 15 and idw in (1, 2) and ntab <= len(shapes) + 224, "header")
     check(len(blob) == 24 + mlen + 4 * lanes + 2 * nwords and (total > 0) == (0 < lanes <= total), "blob length")
-    meta = zlib.decompressobj().decompress(blob[24:24 + mlen], 510 * ntab + idw * rows + 1)
+    unz = lzma.LZMADecompressor(memlimit=1 << 28) if magic == b"AKC2" else zlib.decompressobj()  # AKC1: zlib
+    meta = unz.decompress(blob[24:24 + mlen], 510 * ntab + idw * rows + 1)
     check(len(meta) == 510 * ntab + idw * rows, "table block size")
     freq = np.frombuffer(meta, "<u2", 255 * ntab).astype(int)
     ids = np.frombuffer(meta, "<u%d" % idw, rows, 510 * ntab).astype(int)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import lzma
 import subprocess
 import sys
 import zlib
@@ -167,7 +168,7 @@ def test_standalone_decoder_source_decodes_in_a_separate_process(tmp_path) -> No
 
 def test_decoder_source_imports_only_numpy_and_stdlib() -> None:
     imports = [line.strip() for line in DECODER_SOURCE.splitlines() if line.startswith(("import", "from"))]
-    assert imports == ["import struct, zlib", "import numpy as np"]
+    assert imports == ["import lzma, struct, zlib", "import numpy as np"]
 
 
 def corruption_sample() -> tuple[bytes, list[tuple[int, int]], list[np.ndarray], list[int]]:
@@ -249,6 +250,35 @@ def test_decoding_rejects_mismatched_arguments() -> None:
         ans.decode_codes(blob, shapes, scales[:-1] + [np.ones(5, dtype=np.float16)], bits)
     with pytest.raises(InputError, match="tensors"):
         ans.decode_codes(blob, shapes[:-1], scales, bits)
+
+
+def test_first_version_blobs_with_a_zlib_table_block_still_decode() -> None:
+    """AKC1 (the first released layout) differs only in the table block's compressor."""
+    rng = np.random.default_rng(21)
+    codes = [heavy_tailed(rng, 40, 64, 6)[0], heavy_tailed(rng, 8, 32, 8)[0]]
+    scales = [np.ones(len(matrix), dtype=np.float16) for matrix in codes]
+    blob = ans.encode_codes(codes, scales, [6, 8])
+    magic, precision, id_width, tables, lanes, words, table_bytes, crc = ans.HEADER.unpack_from(blob)
+    assert magic == b"AKC2"
+    start = ans.HEADER.size
+    table_block = lzma.decompress(blob[start:start + table_bytes])
+    old_tables = zlib.compress(table_block, 9)
+    old = (ans.HEADER.pack(b"AKC1", precision, id_width, tables, lanes, words, len(old_tables), crc)
+           + old_tables + blob[start + table_bytes:])
+    decoded = ans.decode_codes(old, [m.shape for m in codes], scales, [6, 8])
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, codes, strict=True))
+    with pytest.raises(InputError, match="codes section"):  # a zlib block under the new magic
+        ans.decode_codes(b"AKC2" + old[4:], [m.shape for m in codes], scales, [6, 8])
+
+
+def test_a_table_block_demanding_huge_lzma_memory_is_refused() -> None:
+    blob, shapes, scales, bits = corruption_sample()
+    magic, precision, id_width, tables, lanes, words, table_bytes, crc = ans.HEADER.unpack_from(blob)
+    start = ans.HEADER.size
+    hostile = bytearray(blob)
+    hostile[start + 1:start + 5] = (2**32 - 1).to_bytes(4, "little")  # lzma-alone dictionary size
+    with pytest.raises(InputError, match="codes section"):
+        ans.decode_codes(bytes(hostile), shapes, scales, bits)
 
 
 def test_empty_tensor_decodes_under_either_empty_shape() -> None:
