@@ -118,7 +118,8 @@ def main() -> None:
     for label, family, class_entropy, floor, edge_rows in rows:
         note = f" ({edge_rows} rows at the grid edge)" if edge_rows else ""
         lines.append(f"| {label}{note} | {family:,.0f} | {class_entropy:,.0f} | {floor:,.0f} | |")
-    lines.append(f"| codes section (words + tables + row ids + lane states) | | | {codes_total:,.0f} | "
+    lines.append(f"| codes section (floor: the codes alone; pack: words + tables + row ids + lane states) | | | "
+                 f"{codes_total:,.0f} | "
                  f"{sections['codes']:,} |")
     lines.append(f"| fp16 row scales (estimate) | | | {scales_floor:,.0f} | {sections['scales']:,} |")
     lines.append(f"| fp16 tensors (estimate) | | | {half_floor:,.0f} | {sections['half']:,} |")
