@@ -9,6 +9,8 @@ and `seed`.
 from __future__ import annotations
 
 import bisect
+import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -18,6 +20,43 @@ from artifactkit.errors import CheckFailed, InputError, describe
 from eval.shards import BOS_ID, ShardError, read_header, read_shard, resolve_shards
 
 VALIDATION_MARKER = "val"
+PROGRESS_EVERY_S = 15.0
+
+
+class _SamplingEstimate:
+    """Time-left estimate for sampling without a KV cache: the step that extends a batch
+    of B sequences from length L costs ~B * L token-forwards (attention adds more at long
+    L, so the estimate errs low), so work done and left are sums of B * L."""
+
+    def __init__(self, num_seqs: int, seq_len: int, progress: Callable[[str], None] | None,
+                 every_s: float) -> None:
+        self.total = num_seqs * seq_len * (seq_len - 1) / 2
+        self.done = 0.0
+        self.progress, self.every_s = progress, every_s
+        self.started = self.last = time.perf_counter()
+        self.sequences, self.seq_len = num_seqs, seq_len
+
+    def step(self, batch: int, length: int) -> None:
+        self.done += batch * length
+        if self.progress is None:
+            return
+        now = time.perf_counter()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        elapsed = now - self.started
+        left = elapsed * (self.total - self.done) / max(self.done, 1.0)
+        self.progress(f"sampling calibration text: {self.done / self.total:.0%} of the work after "
+                      f"{_duration(elapsed)}, about {_duration(left)} left")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def tokens_from_shards(glob: str, num_seqs: int, seq_len: int, seed: int) -> torch.Tensor:
@@ -78,11 +117,19 @@ def self_generated(
     temperature: float = 1.0,
     device: torch.device | str = "cpu",
     batch_size: int = 64,
+    progress: Callable[[str], None] | None = None,
+    progress_every_s: float = PROGRESS_EVERY_S,
 ) -> torch.Tensor:
     """Sample `num_seqs` sequences of `seq_len` tokens from `model` (`model(ids)` ->
     logits [B, T, V]), each starting with `bos_id`, `batch_size` sequences at a time.
     Deterministic for a seed: sampling draws from one seeded torch.Generator on
-    `device`. Returned on the CPU."""
+    `device`. Returned on the CPU.
+
+    A generic `model(ids)` has no KV cache, so every new token re-runs the whole prefix:
+    the cost grows with seq_len**2 (measured: 4 x 256 tokens of an 11 x 512 model take
+    ~43 s on a 2-core CPU, so 64 x 1024 would take hours there; on a GPU it is seconds).
+    `progress` gets a line at most every `progress_every_s` seconds with an estimate of
+    the time left; training shards (`tokens_from_shards`) cost one forward pass instead."""
     if num_seqs < 1 or seq_len < 1 or batch_size < 1:
         raise InputError(
             f"calibration: num_seqs={num_seqs}, seq_len={seq_len}, batch_size={batch_size}; "
@@ -95,6 +142,7 @@ def self_generated(
     was_training = model.training
     model.eval()
     batches = []
+    eta = _SamplingEstimate(num_seqs, seq_len, progress, progress_every_s)
     try:
         with torch.no_grad():
             for start in range(0, num_seqs, batch_size):
@@ -117,6 +165,7 @@ def self_generated(
                     probabilities = torch.softmax(last, dim=-1)
                     next_ids = torch.multinomial(probabilities, 1, generator=generator)
                     ids = torch.cat([ids, next_ids], dim=1)
+                    eta.step(count, ids.shape[1] - 1)
                 batches.append(ids.cpu())
     finally:
         model.train(was_training)

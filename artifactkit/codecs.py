@@ -24,13 +24,20 @@ except ImportError:  # pragma: no cover - exercised only where brotli is absent
     brotli = None
 
 
+LZMA_MAX_DICTIONARY = 64 << 20  # preset 9's
+
+
 class CodecError(ValueError):
     pass
 
 
 def _lzma_compress(data: bytes) -> bytes:
-    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE,
-                         preset=9 | lzma.PRESET_EXTREME)
+    # Preset 9e, with the dictionary no larger than the input: the same compressed size,
+    # but a 3 KB section takes 0.25 ms instead of 29 ms (initialising a 64 MiB dictionary),
+    # which is most of `fit`'s per-candidate byte measurement; decoders also allocate less.
+    dictionary = min(LZMA_MAX_DICTIONARY, 1 << max(12, (len(data) - 1).bit_length()))
+    lzma2 = {"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": dictionary}
+    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, filters=[lzma2])
 
 
 def _lzma_decompress(data: bytes, limit: int) -> bytes:

@@ -313,7 +313,8 @@ def calibration_tokens(model: torch.nn.Module, options: FitOptions, seq_len: int
 
     source = options.calib or "self"
     if source == "self":
-        tokens = self_generated(model, options.calib_seqs, seq_len, options.seed, device=device)
+        tokens = self_generated(model, options.calib_seqs, seq_len, options.seed, device=device,
+                                progress=options.progress)
         return tokens, "self-generated"
     return tokens_from_shards(source, options.calib_seqs, seq_len, options.seed), source
 
@@ -337,7 +338,8 @@ def collect_calibration(checkpoint: LoadedCheckpoint, options: FitOptions, arch:
     seq_len = options.seq_len or default_seq_len(config)
     model = build_model(arch, config, checkpoint.state_dict, where=str(checkpoint.path)).to(device)
     if options.progress and options.calib in (None, "self"):
-        options.progress(f"sampling {options.calib_seqs} calibration sequences of {seq_len} tokens from the model")
+        options.progress(f"sampling {options.calib_seqs} calibration sequences of {seq_len} tokens from the model "
+                         "(cost grows with seq_len squared; --calib TRAINING_SHARDS needs one forward pass)")
     tokens, source = calibration_tokens(model, options, seq_len, device)
     if options.progress:
         options.progress(f"collecting Hessians on {tokens.shape[0]} x {tokens.shape[1]} calibration tokens")
@@ -413,14 +415,18 @@ def measure_group(name: str, category: str, tensor: torch.Tensor, hessian: torch
                   options: FitOptions, policy: Policy, classification: Classification,
                   device: torch.device) -> Group:
     """Quantize one matrix under every (bits, clip) candidate; measure bytes and damage."""
-    from artifactkit.gptq import gptq_quantize
+    from artifactkit.gptq import gptq_quantize, prepare_hessian
 
     group = Group(name, category, tuple(tensor.shape))
     use_gptq = options.gptq and hessian is not None and tensor.ndim == 2
+    # Factor the Hessian once for all (bits, clip) candidates of this matrix.
+    prepared = (prepare_hessian(hessian, act_order=options.act_order, device=device, name=name)
+                if use_gptq and tensor.numel() else None)
     for bits in options.bits_choices:
         for clip in options.clip_choices:
             if use_gptq:
-                codes, scales = gptq_quantize(tensor, hessian, bits, parse_clip_rule(clip), device=device, name=name,
+                codes, scales = gptq_quantize(tensor, prepared if prepared is not None else hessian, bits,
+                                              parse_clip_rule(clip), device=device, name=name,
                                               act_order=options.act_order, search_clip=options.search_clip)
                 quantized = QuantizedTensor(codes.cpu(), scales.cpu(), bits, tuple(tensor.shape))
             else:

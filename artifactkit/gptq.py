@@ -1,12 +1,14 @@
 """GPTQ (Frantar et al., 2022): error-feedback rounding of per-row symmetric intN weights
 against a per-layer input Hessian, and the collector that measures those Hessians.
 
-This module owns four things:
+This module owns these things:
 
 * `gptq_quantize` - one 2-D weight [rows=out_features, cols=in_features] + its Hessian
   H = 2 X^T X / n [cols, cols] -> (codes int8, scales float16) in the project's intN
   convention (`artifactkit.clip`). Scales come from the clip rule applied to the
   ORIGINAL weights and stay fixed; only the rounding decisions use error feedback.
+  `prepare_hessian` does the per-weight O(cols^3) work once (dead columns, act order,
+  damped inverse factor) for callers that try many candidates on one weight (`fit`).
 * `HessianCollector` / `collect_hessians` - a `TorchFunctionMode` that sees every
   `torch.nn.functional.linear` call of any model (nn.Linear included, and bank slices
   used as `F.linear(x, bank[i])`), and accumulates 2 X^T X / n in float64 per weight.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -60,6 +63,14 @@ _CONVERSIONS = {
 }
 
 MAX_DAMP_RETRIES = 6
+# Columns per lazy-update block. Within a block every column's error is spread over the
+# block's remaining columns elementwise (rows * cols * block / 2 work in all), while the
+# lazy updates between blocks are GEMMs whose flops do not depend on the block size. On
+# a CPU 32 is 2.4x faster than the paper's 128 for 21 stacked clip candidates of a
+# 1536 x 512 matrix (codes identical in that measurement, 1e-5 of codes differ elsewhere).
+DEFAULT_BLOCK_SIZE = 32
+# Most floats the clip search stacks into one GPTQ pass (64M floats = 256 MB of float32).
+STACK_ELEMENTS = 1 << 26
 
 
 def _storage_key(tensor: torch.Tensor) -> tuple[Any, ...] | None:
@@ -277,32 +288,84 @@ def _best_rows_over_clips(
     block_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GPTQ with every candidate clip; per row, the (codes, scale) of least d H d^T
-    (`work` and `hessian64` in the same, possibly act-order permuted, column order)."""
+    (`work` and `hessian64` in the same, possibly act-order permuted, column order).
+
+    GPTQ rows are independent and share the inverse-Hessian factor, so the candidates
+    are stacked along the rows and rounded in ONE pass: the column loop's Python
+    overhead is paid once, not once per candidate (21 candidates for `mse`). Chunks
+    keep the stacked copy under STACK_ELEMENTS floats."""
+    rows, cols = work.shape
     hessian32 = hessian64.float()
+    per_chunk = max(1, STACK_ELEMENTS // max(1, rows * cols))
     best_codes = best_scales = best_error = None
-    for clip in candidates:
-        scales = scales_from_clip(clip, bits)
-        codes = _feedback_round(work.clone(), scales, bits, inverse_factor, block_size)
-        dequantized = codes.float() * scales.float()[:, None]
-        difference = work - dequantized
-        error = ((difference @ hessian32) * difference).sum(dim=1)
-        if best_error is None:
-            best_codes, best_scales, best_error = codes, scales, error
-            continue
-        better = error < best_error
-        best_codes = torch.where(better[:, None], codes, best_codes)
-        best_scales = torch.where(better, scales, best_scales)
-        best_error = torch.where(better, error, best_error)
+    for first in range(0, len(candidates), per_chunk):
+        chunk = candidates[first:first + per_chunk]
+        scales = torch.cat([scales_from_clip(clip, bits) for clip in chunk]).view(len(chunk), rows)
+        codes = _feedback_round(work.repeat(len(chunk), 1), scales.reshape(-1), bits, inverse_factor, block_size)
+        codes = codes.view(len(chunk), rows, cols)
+        difference = work[None] - codes.float() * scales.float()[:, :, None]
+        errors = ((difference @ hessian32) * difference).sum(dim=2)  # [candidates, rows]
+        for codes_c, scales_c, error in zip(codes, scales, errors, strict=True):
+            if best_error is None:  # ties keep the earlier candidate
+                best_codes, best_scales, best_error = codes_c, scales_c, error
+                continue
+            better = error < best_error
+            best_codes = torch.where(better[:, None], codes_c, best_codes)
+            best_scales = torch.where(better, scales_c, best_scales)
+            best_error = torch.where(better, error, best_error)
     return best_codes, best_scales
+
+
+@dataclass(frozen=True)
+class PreparedHessian:
+    """One weight's Hessian made ready for GPTQ once, for reuse across every (bits, clip)
+    candidate of that weight: dead columns neutralised, act-order permutation applied, and
+    the damped inverse factored (the O(cols^3) part, ~0.1 s for 1536 columns on a CPU)."""
+
+    hessian64: torch.Tensor  # [cols, cols] float64, in GPTQ's (possibly permuted) column order
+    inverse_factor: torch.Tensor  # float32 upper Cholesky factor of the damped inverse
+    permutation: torch.Tensor | None  # act order, or None
+    damp: float
+    act_order: bool
+
+
+def prepare_hessian(
+    hessian: torch.Tensor,
+    *,
+    damp: float = 0.01,
+    act_order: bool = False,
+    device: torch.device | str | None = None,
+    name: str = "weight",
+) -> PreparedHessian:
+    """`hessian` [cols, cols] -> PreparedHessian on `device` (default: the Hessian's)."""
+    if hessian.ndim != 2 or hessian.shape[0] != hessian.shape[1]:
+        raise InputError(f"{name}: Hessian shape {tuple(hessian.shape)} is not square; "
+                         "collect the Hessian for this tensor from the same model")
+    if not damp >= 0:
+        raise InputError(f"{name}: damp={damp}; use a non-negative damping fraction (0.01 is usual)")
+    target = torch.device(device) if device is not None else hessian.device
+    hessian64 = hessian.detach().to(target, torch.float64).clone()
+    if not torch.isfinite(hessian64).all():
+        raise InputError(f"{name}: Hessian has NaN or inf values; recollect it from finite activations")
+    dead = hessian64.diagonal() <= 0
+    hessian64[dead, :] = 0.0
+    hessian64[:, dead] = 0.0
+    hessian64[dead, dead] = 1.0
+    permutation = None
+    if act_order:
+        permutation = torch.argsort(hessian64.diagonal(), descending=True, stable=True)
+        hessian64 = hessian64[permutation][:, permutation]
+    inverse_factor = _inverse_hessian_factor(hessian64, damp, name).to(torch.float32)
+    return PreparedHessian(hessian64, inverse_factor, permutation, damp, act_order)
 
 
 def gptq_quantize(
     weight: torch.Tensor,
-    hessian: torch.Tensor,
+    hessian: torch.Tensor | PreparedHessian,
     bits: int,
     clip: ClipRule,
     *,
-    block_size: int = 128,
+    block_size: int = DEFAULT_BLOCK_SIZE,
     damp: float = 0.01,
     act_order: bool = False,
     search_clip: bool = False,
@@ -323,17 +386,24 @@ def gptq_quantize(
     pick each row's clip by the row's own rounding MSE: every candidate clip of the rule
     (`clip_candidates`) goes through GPTQ, and each row keeps the candidate whose
     GPTQ-rounded row has the least output error d H d^T (rows are independent in GPTQ,
-    so the per-row choice is exact). A fixed rule has one candidate, so it is unchanged."""
+    so the per-row choice is exact). A fixed rule has one candidate, so it is unchanged.
+
+    `hessian` may be a `PreparedHessian` (from `prepare_hessian` with the same `damp` and
+    `act_order`): quantizing one weight under many candidates then factors it once."""
     if weight.ndim != 2:
         raise InputError(f"{name}: GPTQ needs a 2-D weight, got shape {tuple(weight.shape)}; expand banks first")
     rows, cols = weight.shape
-    if tuple(hessian.shape) != (cols, cols):
+    given_shape = tuple((hessian.hessian64 if isinstance(hessian, PreparedHessian) else hessian).shape)
+    if given_shape != (cols, cols):
         raise InputError(
-            f"{name}: Hessian shape {tuple(hessian.shape)} does not match {cols} input columns; "
+            f"{name}: Hessian shape {given_shape} does not match {cols} input columns; "
             "collect the Hessian for this tensor from the same model"
         )
     if block_size < 1:
-        raise InputError(f"{name}: block_size={block_size}; use a positive block size (128 is usual)")
+        raise InputError(f"{name}: block_size={block_size}; use a positive block size (32 here, 128 in the paper)")
+    if isinstance(hessian, PreparedHessian) and (hessian.damp, hessian.act_order) != (damp, act_order):
+        raise InputError(f"{name}: the prepared Hessian has damp={hessian.damp}, act_order={hessian.act_order} "
+                         f"but damp={damp}, act_order={act_order} was asked; prepare it with the same options")
     if not damp >= 0:
         raise InputError(f"{name}: damp={damp}; use a non-negative damping fraction (0.01 is usual)")
     work_device = torch.device(device) if device is not None else weight.device
@@ -345,19 +415,14 @@ def gptq_quantize(
     if rows == 0 or cols == 0:
         return torch.zeros(rows, cols, dtype=torch.int8, device=weight.device), scales.to(weight.device)
 
-    hessian64 = hessian.detach().to(work_device, torch.float64).clone()
-    if not torch.isfinite(hessian64).all():
-        raise InputError(f"{name}: Hessian has NaN or inf values; recollect it from finite activations")
-    dead = hessian64.diagonal() <= 0
-    hessian64[dead, :] = 0.0
-    hessian64[:, dead] = 0.0
-    hessian64[dead, dead] = 1.0
-    permutation = None
-    if act_order:
-        permutation = torch.argsort(hessian64.diagonal(), descending=True, stable=True)
+    prepared = (hessian if isinstance(hessian, PreparedHessian)
+                else prepare_hessian(hessian, damp=damp, act_order=act_order, device=work_device, name=name))
+    hessian64 = prepared.hessian64.to(work_device)
+    inverse_factor = prepared.inverse_factor.to(work_device)
+    permutation = prepared.permutation
+    if permutation is not None:
+        permutation = permutation.to(work_device)
         work = work[:, permutation]
-        hessian64 = hessian64[permutation][:, permutation]
-    inverse_factor = _inverse_hessian_factor(hessian64, damp, name).to(torch.float32)
 
     if len(candidates) == 1:
         codes = _feedback_round(work, scales, bits, inverse_factor, block_size)
@@ -374,7 +439,7 @@ def gptq_state_dict(
     bits_for: Callable[[str], int | None],
     clip_for: Callable[[str, int], ClipRule],
     *,
-    block_size: int = 128,
+    block_size: int = DEFAULT_BLOCK_SIZE,
     damp: float = 0.01,
     act_order: bool = False,
     search_clip: bool = False,

@@ -104,3 +104,17 @@ def test_self_generated_rejects_bad_arguments_and_outputs():
 
     with pytest.raises(InputError, match="logits"):
         self_generated(Flat(), 1, 4, seed=0)
+
+
+def test_self_generated_reports_progress_with_time_left():
+    messages: list[str] = []
+    tokens = self_generated(Counter(), num_seqs=3, seq_len=9, seed=0, batch_size=2, progress=messages.append,
+                            progress_every_s=0.0)
+    assert tokens.shape == (3, 9)
+    assert len(messages) == 2 * 8  # one per sampling step of each batch (no throttling here)
+    shares = [int(message.split("%")[0].rsplit(" ", 1)[-1]) for message in messages]
+    assert shares == sorted(shares) and shares[-1] == 100 and shares[0] < 10
+    assert all("left" in message for message in messages)
+    quiet: list[str] = []
+    self_generated(Counter(), num_seqs=3, seq_len=9, seed=0, progress=quiet.append)  # default: every 15 s
+    assert quiet == []

@@ -25,6 +25,7 @@ from artifactkit.gptq import (
     collect_hessians,
     gptq_quantize,
     gptq_state_dict,
+    prepare_hessian,
 )
 
 CONTEXT = 8
@@ -226,6 +227,40 @@ def test_search_clip_picks_per_row_the_least_gptq_output_error(trained, rule, ac
     assert bool((searched <= row_output_errors(weight, hessian, plain_codes, plain_scales) * (1 + 1e-5)).all())
     inputs = layer_inputs(model, evaluation)["down.weight"]
     assert output_error(inputs, weight, codes, scales) < output_error(inputs, weight, plain_codes, plain_scales)
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_a_prepared_hessian_gives_the_same_result_for_every_candidate(trained, act_order):
+    model, calibration, _ = trained
+    hessian = collect_hessians(model, [calibration], "cpu")["down.weight"]
+    weight = model.down.weight.detach()
+    prepared = prepare_hessian(hessian, act_order=act_order)
+    for bits, rule, search in [(3, "mse", True), (5, "percentile", True), (4, "std:4", False)]:
+        clip = parse_clip_rule(rule)
+        direct = gptq_quantize(weight, hessian, bits, clip, act_order=act_order, search_clip=search)
+        reused = gptq_quantize(weight, prepared, bits, clip, act_order=act_order, search_clip=search)
+        assert torch.equal(direct[0], reused[0]) and torch.equal(direct[1], reused[1])
+    with pytest.raises(InputError, match="prepare it with the same options"):
+        gptq_quantize(weight, prepared, 4, parse_clip_rule("mse"), act_order=not act_order)
+    with pytest.raises(InputError, match="Hessian shape"):
+        gptq_quantize(weight[:, :-1], prepared, 4, parse_clip_rule("mse"), act_order=act_order)
+
+
+def test_the_clip_search_gives_the_same_result_in_any_number_of_passes(trained, monkeypatch):
+    """Candidates are stacked into one GPTQ pass; split into chunks, nothing may change."""
+    import artifactkit.gptq as gptq
+
+    model, calibration, _ = trained
+    hessian = collect_hessians(model, [calibration], "cpu")["down.weight"]
+    weight = model.down.weight.detach()
+    clip = parse_clip_rule("mse")
+    stacked = gptq_quantize(weight, hessian, 4, clip, act_order=True, search_clip=True)
+    monkeypatch.setattr(gptq, "STACK_ELEMENTS", weight.numel() * 2)  # 2 candidates per pass
+    chunked = gptq_quantize(weight, hessian, 4, clip, act_order=True, search_clip=True)
+    monkeypatch.setattr(gptq, "STACK_ELEMENTS", 1)  # one candidate per pass
+    single = gptq_quantize(weight, hessian, 4, clip, act_order=True, search_clip=True)
+    for other in (chunked, single):
+        assert torch.equal(stacked[0], other[0]) and torch.equal(stacked[1], other[1])
 
 
 def test_block_size_does_not_change_the_result_much(trained):
