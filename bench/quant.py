@@ -42,7 +42,7 @@ from artifactkit.classify import classify_state_dict  # noqa: E402
 from artifactkit.clip import parse_clip_rule  # noqa: E402
 from artifactkit.errors import CheckFailed  # noqa: E402
 from artifactkit.fit import DAMAGE_CHOICES, FitOptions, fit_checkpoint  # noqa: E402
-from artifactkit.gptq import collect_hessians, gptq_quantize  # noqa: E402
+from artifactkit.gptq import DEFAULT_BLOCK_SIZE, collect_hessians, gptq_quantize  # noqa: E402
 from artifactkit.io import atomic_write_text  # noqa: E402
 from artifactkit.model_factory import build_model  # noqa: E402
 from artifactkit.policy import Policy, int_scheme  # noqa: E402
@@ -232,7 +232,7 @@ def render_report(args, checkpoint, float_bpb, rows, fit_rows, gptq_seconds, sec
         + (f" (first {args.max_val_tokens:,} scored)" if args.max_val_tokens else "")
         + f", seq_len {args.seq_len}, standard windows; float val_bpb **{float_bpb:.6f}**",
         f"- GPTQ calibration: {args.calib_seqs} x {args.seq_len} tokens from the TRAINING shard (seed {args.seed}),"
-        f" block 128, damp 0.01; GPTQ time {gptq_seconds:.1f} s for all (tensor, bits, clip) combinations",
+        f" block {DEFAULT_BLOCK_SIZE}, damp 0.01; GPTQ time {gptq_seconds:.1f} s for all (tensor, bits, clip) combinations",
         f"- every matrix above {args.small_threshold:,} elements is quantized (the tiny preset's matrices are all "
         "below the default 65,536 threshold); control tensors fp32, small ones fp16; codec lzma",
         "- matrices without a Hessian (the BigramHash embedding, a lookup only) are round-to-nearest in every row;"
