@@ -210,6 +210,7 @@ class FitOptions:
     calib_seqs: int = DEFAULT_CALIB_SEQS
     seq_len: int | None = None
     model: str | None = None
+    config: str | None = None  # JSON file of factory arguments, instead of the checkpoint's config
     bits_choices: tuple[int, ...] = DEFAULT_BITS_CHOICES
     clip_choices: tuple[str, ...] = DEFAULT_CLIP_CHOICES
     gptq: bool = True
@@ -332,10 +333,11 @@ def collect_calibration(checkpoint: LoadedCheckpoint, options: FitOptions, arch:
     """Build the model, draw calibration tokens, and measure the Hessian of every F.linear weight."""
     from artifactkit.gptq import collect_hessians
     from artifactkit.model_factory import build_model
-    from artifactkit.roundtrip import default_seq_len
+    from artifactkit.roundtrip import default_seq_len, load_config_file
 
-    config = dict(checkpoint.config or {})
-    seq_len = options.seq_len or default_seq_len(config)
+    config = load_config_file(options.config) if options.config else dict(checkpoint.config or {})
+    # Like roundtrip-eval: the project's factory takes no seq_len, so it lives in the training config.
+    seq_len = options.seq_len or default_seq_len(config, checkpoint.train_config)
     model = build_model(arch, config, checkpoint.state_dict, where=str(checkpoint.path)).to(device)
     if options.progress and options.calib in (None, "self"):
         options.progress(f"sampling {options.calib_seqs} calibration sequences of {seq_len} tokens from the model "
@@ -481,6 +483,9 @@ def fit_checkpoint(checkpoint_path: str | Path, options: FitOptions) -> FitResul
         policy = replace(policy, small_threshold=int(options.small_threshold))
 
     arch = options.model or checkpoint.arch
+    if options.config and not arch:
+        raise InputError(f"{checkpoint_path}: --config {options.config} gives a model factory its arguments, but "
+                         "this checkpoint names no factory; pass --model module:function as well")
     hessians: dict[str, torch.Tensor] | None = None
     calibration_run: Calibration | None = None
     calibration: dict[str, Any] = {}

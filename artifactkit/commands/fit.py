@@ -73,10 +73,13 @@ def render_text(result: FitResult, output: str) -> str:
 @click.option("--calib-seqs", type=int, default=DEFAULT_CALIB_SEQS, show_default=True, callback=_positive,
               help="Calibration sequences.")
 @click.option("--seq-len", type=int, callback=_positive,
-              help="Calibration sequence length. Default: the checkpoint config's seq_len / train_seq_len, else 1024.")
+              help="Calibration sequence length. Default: seq_len / train_seq_len from the model config, then from "
+                   "the checkpoint's training config, else 1024.")
 @click.option("--model", "model_ref", metavar="MODULE:FUNCTION",
               help="Model factory, called as FUNCTION(config) -> nn.Module; overrides the checkpoint's 'arch'. "
                    "Without one, there is no calibration and damage is the squared weight error.")
+@click.option("--config", "config_path", type=EXISTING_FILE,
+              help="JSON object passed to the factory instead of the checkpoint's 'config' (for raw state dicts).")
 @click.option("--bits-choices", default=",".join(map(str, DEFAULT_BITS_CHOICES)), show_default=True,
               help="Bit widths each matrix may take.")
 @click.option("--clip-choices", default=",".join(DEFAULT_CLIP_CHOICES), show_default=True,
@@ -109,7 +112,8 @@ def render_text(result: FitResult, output: str) -> str:
 @debug_option
 @guarded
 def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budget: int, code_rule: str,
-                calib: str | None, calib_seqs: int, seq_len: int | None, model_ref: str | None, bits_choices: str,
+                calib: str | None, calib_seqs: int, seq_len: int | None, model_ref: str | None, config_path: str | None,
+                bits_choices: str,
                 clip_choices: str, gptq: bool, act_order: bool, search_clip: bool, damage: str, codec: str, seed: int, device: str, small_threshold: int | None, rules_path: str | None,
                 val: str | None, tokenizer: str | None, val_max_tokens: int | None, progress: bool,
                 as_json: bool) -> None:
@@ -136,7 +140,7 @@ def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budge
             raise InputError(str(exc)) from None
     options = FitOptions(
         budget=budget, code_files=list(code_files) or [str(p) for p in default_code_files()], code_rule=code_rule,
-        calib=calib, calib_seqs=calib_seqs, seq_len=seq_len, model=model_ref,
+        calib=calib, calib_seqs=calib_seqs, seq_len=seq_len, model=model_ref, config=config_path,
         bits_choices=parse_bits_choices(bits_choices), clip_choices=parse_clip_choices(clip_choices), gptq=gptq,
         act_order=act_order, search_clip=search_clip, damage=damage,
         codec=codec, seed=seed, device=device, user_rules=load_rules(rules_path),
@@ -153,7 +157,7 @@ def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budge
 
         roundtrip = roundtrip_eval(checkpoint, RoundtripOptions(val=val, tokenizer=tokenizer, artifact=output,
                                                                 max_tokens=val_max_tokens, device=device,
-                                                                model=model_ref))
+                                                                model=model_ref, config=config_path))
         document["roundtrip"] = roundtrip.to_json()
     if as_json:
         emit_json(document)

@@ -270,3 +270,43 @@ def test_lookup_tables_without_hessian_are_searched_under_kl_and_fixed_under_pla
     document = json.loads(plain.stdout)
     assert document["fixed_at_policy"] == ["tok_emb.weight", "wpe.weight"]
     assert not {"tok_emb.weight", "wpe.weight"} & {row["name"] for row in document["plan"]}
+
+
+def test_a_raw_state_dict_calibrates_with_model_and_config(workdir):
+    config = workdir / "factory_args.json"
+    config.write_text(json.dumps(CONFIG), encoding="utf-8")
+    result = run_fit(str(workdir / "raw_state.pt"), "--budget", "1000000000", "-o", str(workdir / "raw_cfg.akit"),
+                     "--json", "--model", FACTORY, "--config", str(config), "--bits-choices", "4,8",
+                     "--clip-choices", "percentile", "--calib-seqs", "2")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["damage_proxy"] == "hessian-kl"
+    assert document["calibration"]["seq_len"] == CONFIG["seq_len"]  # from --config, not the 1024 default
+    assert "weight-MSE proxy" not in result.stderr
+
+
+def test_config_without_a_factory_and_a_bad_config_are_clean_errors(workdir):
+    config = workdir / "factory_args.json"
+    config.write_text(json.dumps(CONFIG), encoding="utf-8")
+    output = workdir / "never.akit"
+    result = run_fit(str(workdir / "raw_state.pt"), "--budget", "1000000000", "-o", str(output),
+                     "--config", str(config))
+    assert result.exit_code == 2 and "pass --model module:function" in result.stderr
+    broken = workdir / "broken.json"
+    broken.write_text("[1, 2", encoding="utf-8")
+    result = run_fit(str(workdir / "raw_state.pt"), "--budget", "1000000000", "-o", str(output),
+                     "--model", FACTORY, "--config", str(broken))
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: {broken}: not valid JSON")
+    assert "Traceback" not in result.stderr and not output.exists()
+
+
+def test_calibration_length_defaults_to_the_training_config(workdir):
+    """The project's checkpoints keep seq_len in train_config (the factory takes no seq_len)."""
+    state = torch.load(workdir / "ckpt.pt", weights_only=True)
+    state["config"] = {key: value for key, value in CONFIG.items() if key != "seq_len"}
+    state["train_config"] = {"seq_len": 24}
+    torch.save(state, workdir / "train_cfg.pt")
+    result = run_fit(str(workdir / "train_cfg.pt"), "--budget", "1000000000", "-o", str(workdir / "train_cfg.akit"),
+                     "--json", "--bits-choices", "8", "--clip-choices", "percentile", "--calib-seqs", "2")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["calibration"]["seq_len"] == 24
