@@ -316,6 +316,11 @@ def _best_rows_over_clips(
     return best_codes, best_scales
 
 
+def _check_damp(damp: float, name: str) -> None:
+    if not damp >= 0:
+        raise InputError(f"{name}: damp={damp}; use a non-negative damping fraction (0.01 is usual)")
+
+
 @dataclass(frozen=True)
 class PreparedHessian:
     """One weight's Hessian made ready for GPTQ once, for reuse across every (bits, clip)
@@ -341,8 +346,7 @@ def prepare_hessian(
     if hessian.ndim != 2 or hessian.shape[0] != hessian.shape[1]:
         raise InputError(f"{name}: Hessian shape {tuple(hessian.shape)} is not square; "
                          "collect the Hessian for this tensor from the same model")
-    if not damp >= 0:
-        raise InputError(f"{name}: damp={damp}; use a non-negative damping fraction (0.01 is usual)")
+    _check_damp(damp, name)
     target = torch.device(device) if device is not None else hessian.device
     hessian64 = hessian.detach().to(target, torch.float64).clone()
     if not torch.isfinite(hessian64).all():
@@ -404,8 +408,7 @@ def gptq_quantize(
     if isinstance(hessian, PreparedHessian) and (hessian.damp, hessian.act_order) != (damp, act_order):
         raise InputError(f"{name}: the prepared Hessian has damp={hessian.damp}, act_order={hessian.act_order} "
                          f"but damp={damp}, act_order={act_order} was asked; prepare it with the same options")
-    if not damp >= 0:
-        raise InputError(f"{name}: damp={damp}; use a non-negative damping fraction (0.01 is usual)")
+    _check_damp(damp, name)
     work_device = torch.device(device) if device is not None else weight.device
     work = weight.detach().to(work_device, torch.float32).clone()
     if not torch.isfinite(work).all():
