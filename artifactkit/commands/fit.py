@@ -4,6 +4,8 @@ the work is in `artifactkit.fit`."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from artifactkit.artifact import DEFAULT_CODEC, write_artifact
@@ -107,7 +109,9 @@ def render_text(result: FitResult, output: str) -> str:
               "of the written artifact. Needs --tokenizer.")
 @click.option("--tokenizer", type=EXISTING_FILE, default=None, help="SentencePiece .model for --val.")
 @click.option("--val-max-tokens", type=int, callback=_positive, help="Score at most this many validation targets.")
-@click.option("--progress/--no-progress", default=False, help="Progress notices on stderr.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress notices on stderr (with the time left while sampling calibration text). "
+                   "Default: only when stderr is a terminal.")
 @json_option
 @debug_option
 @guarded
@@ -115,7 +119,7 @@ def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budge
                 calib: str | None, calib_seqs: int, seq_len: int | None, model_ref: str | None, config_path: str | None,
                 bits_choices: str,
                 clip_choices: str, gptq: bool, act_order: bool, search_clip: bool, damage: str, codec: str, seed: int, device: str, small_threshold: int | None, rules_path: str | None,
-                val: str | None, tokenizer: str | None, val_max_tokens: int | None, progress: bool,
+                val: str | None, tokenizer: str | None, val_max_tokens: int | None, progress: bool | None,
                 as_json: bool) -> None:
     """Choose bits and clip for every large matrix of CHECKPOINT so that artifact +
     code bytes fit --budget with the least damage, then pack and verify the artifact.
@@ -144,7 +148,8 @@ def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budge
         bits_choices=parse_bits_choices(bits_choices), clip_choices=parse_clip_choices(clip_choices), gptq=gptq,
         act_order=act_order, search_clip=search_clip, damage=damage,
         codec=codec, seed=seed, device=device, user_rules=load_rules(rules_path),
-        small_threshold=small_threshold, progress=note if progress else None,
+        small_threshold=small_threshold,
+        progress=note if (progress if progress is not None else sys.stderr.isatty()) else None,
     )
     result = fit_checkpoint(checkpoint, options)
     for message in result.notices:
