@@ -310,3 +310,15 @@ def test_calibration_length_defaults_to_the_training_config(workdir):
                      "--json", "--bits-choices", "8", "--clip-choices", "percentile", "--calib-seqs", "2")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["calibration"]["seq_len"] == 24
+
+
+def test_progress_notices_go_to_stderr_only_when_asked(workdir):
+    common = [str(workdir / "ckpt.pt"), "--budget", "1000000000", "--json", "--bits-choices", "8",
+              "--clip-choices", "percentile", "--calib-seqs", "2"]
+    loud = run_fit(*common, "-o", str(workdir / "loud.akit"), "--progress")
+    assert loud.exit_code == 0, loud.stderr
+    assert "sampling 2 calibration sequences" in loud.stderr and "--calib TRAINING_SHARDS" in loud.stderr
+    assert "measuring " in loud.stderr and "KL sensitivity of" in loud.stderr
+    json.loads(loud.stdout)  # stdout stays one JSON document
+    quiet = run_fit(*common, "-o", str(workdir / "quiet.akit"))  # the test runner's stderr is not a terminal
+    assert quiet.exit_code == 0 and "measuring " not in quiet.stderr
