@@ -30,9 +30,7 @@ from pathlib import Path
 
 import torch
 
-# Run as `python bench/quant.py`, this file's folder comes first on sys.path; drop it so
-# the `eval` package (not bench/eval.py) is found.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, installed or not
 
 from artifactkit.artifact import pack_state_dict, read_artifact  # noqa: E402
 from artifactkit.banks import expand_banks  # noqa: E402

@@ -1,7 +1,7 @@
 """CPU throughput of `eval.evaluate.evaluate_bpb` next to a plain reference loop (one
 forward per window, same model, same tokens) measured in the same run.
 
-    python bench/eval.py [--seq-len 256] [--stride 64] [--max-tokens 16384] [--repeats 2] [--threads 1,2]
+    python bench/eval_throughput.py [--seq-len 256] [--stride 64] [--max-tokens 16384] [--repeats 2] [--threads 1,2]
         [--batch-tokens 1024,8192,65536]
 
 Prints a markdown table and writes reports/eval_cpu_throughput.md (atomically).
@@ -24,14 +24,12 @@ import torch
 import torch.nn.functional as functional
 from torch import nn
 
-# Run as `python bench/eval.py`, this file's folder comes first on sys.path and
-# `import eval` would find this very file; drop that entry so the package is found.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from eval.bpb import build_byte_tables, count_bytes  # noqa: E402
 from eval.evaluate import evaluate_bpb  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 TOKENIZER = SHARED / "tokenizers" / "fineweb_1024_bpe.model"
 TEXT = SHARED / "data" / "tinyshakespeare.txt"
