@@ -21,30 +21,51 @@ from eval.shards import BOS_ID, ShardError, read_header, read_shard, resolve_sha
 
 VALIDATION_MARKER = "val"
 PROGRESS_EVERY_S = 15.0
+LONG_SAMPLING_S = 600.0  # warn once when sampling will surely take longer than this
+LONG_SAMPLING_AFTER_S = 10.0  # ... judged after this much sampling
 
 
 class _SamplingEstimate:
-    """Time-left estimate for sampling without a KV cache: the step that extends a batch
-    of B sequences from length L costs ~B * L token-forwards (attention adds more at long
-    L, so the estimate errs low), so work done and left are sums of B * L."""
+    """Time left while sampling without a KV cache. Progress lines estimate it from work:
+    the step that extends B sequences from length L costs ~B * L token-forwards (attention
+    adds more at long L, per-step overhead more at short L). The one-time warning uses a
+    bound instead: a step never gets cheaper as its sequences grow, so the steps left in
+    this batch times the latest step time (median of the last five, against noise)
+    cannot overstate the time left (later batches are not even counted): no false
+    alarms, and the bound tightens as sampling goes on."""
 
-    def __init__(self, num_seqs: int, seq_len: int, progress: Callable[[str], None] | None,
-                 every_s: float) -> None:
+    def __init__(self, num_seqs: int, seq_len: int, batch_size: int, progress: Callable[[str], None] | None,
+                 every_s: float, warn: Callable[[str], None] | None) -> None:
         self.total = num_seqs * seq_len * (seq_len - 1) / 2
         self.done = 0.0
-        self.progress, self.every_s = progress, every_s
-        self.started = self.last = time.perf_counter()
-        self.sequences, self.seq_len = num_seqs, seq_len
+        self.steps_per_batch = seq_len - 1
+        self.steps = 0
+        self.recent: list[float] = []
+        self.progress, self.every_s, self.warn = progress, every_s, warn
+        self.started = self.last = self.step_started = time.perf_counter()
+        self.shape = f"{num_seqs} x {seq_len}"
 
     def step(self, batch: int, length: int) -> None:
         self.done += batch * length
-        if self.progress is None:
-            return
+        self.steps += 1
         now = time.perf_counter()
-        if now - self.last < self.every_s:
+        in_batch = (self.steps - 1) % self.steps_per_batch + 1  # steps done in the current batch
+        # A new batch starts short again (and a last, smaller batch is cheaper): forget the old steps.
+        self.recent = ([] if in_batch == 1 else self.recent[-4:]) + [now - self.step_started]
+        self.step_started = now
+        elapsed = now - self.started
+        if self.warn is not None and elapsed >= LONG_SAMPLING_AFTER_S:
+            steps_left = self.steps_per_batch - in_batch
+            at_least = sorted(self.recent)[len(self.recent) // 2] * steps_left  # this batch alone
+            if at_least > LONG_SAMPLING_S:
+                self.warn(f"notice: sampling {self.shape} calibration tokens will take at least "
+                          f"{_duration(at_least)} more here (without a KV cache the cost grows with seq_len "
+                          "squared); to go faster, stop and pass --calib with training shards (one forward "
+                          "pass), or fewer --calib-seqs, or a shorter --seq-len")
+                self.warn = None
+        if self.progress is None or now - self.last < self.every_s:
             return
         self.last = now
-        elapsed = now - self.started
         left = elapsed * (self.total - self.done) / max(self.done, 1.0)
         self.progress(f"sampling calibration text: {self.done / self.total:.0%} of the work after "
                       f"{_duration(elapsed)}, about {_duration(left)} left")
@@ -119,6 +140,7 @@ def self_generated(
     batch_size: int = 64,
     progress: Callable[[str], None] | None = None,
     progress_every_s: float = PROGRESS_EVERY_S,
+    warn: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
     """Sample `num_seqs` sequences of `seq_len` tokens from `model` (`model(ids)` ->
     logits [B, T, V]), each starting with `bos_id`, `batch_size` sequences at a time.
@@ -129,7 +151,9 @@ def self_generated(
     the cost grows with seq_len**2 (measured: 4 x 256 tokens of an 11 x 512 model take
     ~43 s on a 2-core CPU, so 64 x 1024 would take hours there; on a GPU it is seconds).
     `progress` gets a line at most every `progress_every_s` seconds with an estimate of
-    the time left; training shards (`tokens_from_shards`) cost one forward pass instead."""
+    the time left; `warn` gets one line, after LONG_SAMPLING_AFTER_S seconds, if the rest
+    will surely take over LONG_SAMPLING_S. Training shards (`tokens_from_shards`) cost one
+    forward pass instead."""
     if num_seqs < 1 or seq_len < 1 or batch_size < 1:
         raise InputError(
             f"calibration: num_seqs={num_seqs}, seq_len={seq_len}, batch_size={batch_size}; "
@@ -142,7 +166,7 @@ def self_generated(
     was_training = model.training
     model.eval()
     batches = []
-    eta = _SamplingEstimate(num_seqs, seq_len, progress, progress_every_s)
+    eta = _SamplingEstimate(num_seqs, seq_len, batch_size, progress, progress_every_s, warn)
     try:
         with torch.no_grad():
             for start in range(0, num_seqs, batch_size):

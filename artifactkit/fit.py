@@ -224,6 +224,7 @@ class FitOptions:
     small_threshold: int | None = None  # None: the policy's (tensors at or below it stay fp16)
     resolution: int = DEFAULT_RESOLUTION
     progress: Callable[[str], None] | None = None
+    warn: Callable[[str], None] | None = None  # notices that cannot wait for the end (shown without --progress)
 
 
 @dataclass
@@ -315,7 +316,7 @@ def calibration_tokens(model: torch.nn.Module, options: FitOptions, seq_len: int
     source = options.calib or "self"
     if source == "self":
         tokens = self_generated(model, options.calib_seqs, seq_len, options.seed, device=device,
-                                progress=options.progress)
+                                progress=options.progress, warn=options.warn)
         return tokens, "self-generated"
     return tokens_from_shards(source, options.calib_seqs, seq_len, options.seed), source
 

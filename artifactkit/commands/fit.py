@@ -150,6 +150,7 @@ def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budge
         codec=codec, seed=seed, device=device, user_rules=load_rules(rules_path),
         small_threshold=small_threshold,
         progress=note if (progress if progress is not None else sys.stderr.isatty()) else None,
+        warn=note,
     )
     result = fit_checkpoint(checkpoint, options)
     for message in result.notices:

@@ -3,6 +3,8 @@ model whose next-token distribution we know."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,23 @@ def test_self_generated_reports_progress_with_time_left():
     quiet: list[str] = []
     self_generated(Counter(), num_seqs=3, seq_len=9, seed=0, progress=quiet.append)  # default: every 15 s
     assert quiet == []
+
+
+class Slow(Counter):
+    def forward(self, ids):
+        time.sleep(0.01)
+        return super().forward(ids)
+
+
+def test_a_long_sampling_run_is_announced_once_and_a_short_one_never(monkeypatch):
+    import artifactkit.calibration as calibration
+
+    monkeypatch.setattr(calibration, "LONG_SAMPLING_AFTER_S", 0.05)
+    monkeypatch.setattr(calibration, "LONG_SAMPLING_S", 0.2)
+    warnings: list[str] = []
+    self_generated(Slow(), num_seqs=1, seq_len=60, seed=0, warn=warnings.append)  # ~0.6 s in all
+    assert len(warnings) == 1 and "will take at least" in warnings[0] and "--calib" in warnings[0]
+    monkeypatch.setattr(calibration, "LONG_SAMPLING_S", 60.0)
+    warnings.clear()
+    self_generated(Slow(), num_seqs=1, seq_len=60, seed=0, warn=warnings.append)
+    assert warnings == []
