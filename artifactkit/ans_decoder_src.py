@@ -28,7 +28,8 @@ def decode_codes(blob, shapes, bits):
     nrow = [r for r, c in shapes]
     cols = np.repeat([c for r, c in shapes], nrow).astype(int)
     total, rows, M, used = int(cols.sum()), len(cols), 1 << prec, cols > 0  # rows without codes need no table
-    check(magic in (b"AKC1", b"AKC2") and 8 <= prec <= 15 and idw in (1, 2) and ntab <= len(shapes) + 224, "header")
+    check(magic in (b"AKC1", b"AKC2"), "unknown version %r; export the loader with the artifactkit that packed it" % magic)
+    check(8 <= prec <= 15 and idw in (1, 2) and ntab <= len(shapes) + 224, "header")
     check(len(blob) == 24 + mlen + 4 * lanes + 2 * nwords and (total > 0) == (0 < lanes <= total), "blob length")
     unz = lzma.LZMADecompressor(memlimit=1 << 28) if magic == b"AKC2" else zlib.decompressobj()  # AKC1: zlib
     meta = unz.decompress(blob[24:24 + mlen], 510 * ntab + idw * rows + 1)

@@ -288,3 +288,9 @@ def test_empty_tensor_decodes_under_either_empty_shape() -> None:
     blob = ans.encode_codes(codes, scales, [4, 4])
     decoded = ans.decode_codes(blob, [(0, 0), (2, 3)], scales, [4, 4])
     assert decoded[0].size == 0 and np.array_equal(decoded[1], codes[1])
+
+
+def test_a_codes_blob_from_a_newer_version_says_so() -> None:
+    blob, shapes, scales, bits = corruption_sample()
+    with pytest.raises(InputError, match="unknown version b'AKC9'; export the loader"):
+        ans.decode_codes(b"AKC9" + blob[4:], shapes, scales, bits)
