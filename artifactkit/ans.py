@@ -70,6 +70,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from artifactkit.ans_decoder_src import DECODER_SOURCE
+from artifactkit.codecs import lzma_dictionary_size
 from artifactkit.errors import InputError, describe
 
 PRECISION = 14
@@ -322,9 +323,7 @@ def _encode_stream(codes: list[np.ndarray], bits: list[int], row_ids: list[np.nd
 def compress_table_block(table_block: bytes) -> bytes:
     """The table block as the decoder reads it: an lzma "alone" stream (13-byte header; the
     xz container would add ~50 bytes, and the CRC over the decoded symbols already guards it)."""
-    # A dictionary no larger than the block, so the decoder allocates no more than it needs.
-    dictionary = 1 << max(12, (len(table_block) - 1).bit_length())
-    lzma1 = {"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": dictionary}
+    lzma1 = {"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": lzma_dictionary_size(len(table_block))}
     return lzma.compress(table_block, format=lzma.FORMAT_ALONE, filters=[lzma1])
 
 

@@ -306,10 +306,10 @@ def _best_rows_over_clips(
         difference = work[None] - codes.float() * scales.float()[:, :, None]
         errors = ((difference @ hessian32) * difference).sum(dim=2)  # [candidates, rows]
         for codes_c, scales_c, error in zip(codes, scales, errors, strict=True):
-            if best_error is None:  # ties keep the earlier candidate
+            if best_error is None:
                 best_codes, best_scales, best_error = codes_c, scales_c, error
                 continue
-            better = error < best_error
+            better = error < best_error  # strict: ties keep the earlier candidate
             best_codes = torch.where(better[:, None], codes_c, best_codes)
             best_scales = torch.where(better, scales_c, best_scales)
             best_error = torch.where(better, error, best_error)

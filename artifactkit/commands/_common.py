@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +73,12 @@ def build_policy(policy_name: str, bits: str | None, bits_for: tuple[str, ...], 
 
 def load_rules(path: str | None) -> UserRules | None:
     return UserRules.load(path) if path else None
+
+
+def show_progress(flag: bool | None) -> bool:
+    """--progress / --no-progress as given; unset: only when stderr is a terminal (a log
+    file or CI gets no progress lines unless asked)."""
+    return flag if flag is not None else sys.stderr.isatty()
 
 
 def print_notices(notices: list[str], as_json: bool) -> None:

@@ -4,8 +4,6 @@ the work is in `artifactkit.fit`."""
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from artifactkit.artifact import DEFAULT_CODEC, write_artifact
@@ -18,6 +16,7 @@ from artifactkit.commands._common import (
     json_option,
     load_rules,
     rules_option,
+    show_progress,
 )
 from artifactkit.commands.pack import CODEC_CHOICES
 from artifactkit.errors import InputError
@@ -149,7 +148,7 @@ def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budge
         act_order=act_order, search_clip=search_clip, damage=damage,
         codec=codec, seed=seed, device=device, user_rules=load_rules(rules_path),
         small_threshold=small_threshold,
-        progress=note if (progress if progress is not None else sys.stderr.isatty()) else None,
+        progress=note if show_progress(progress) else None,
         warn=note,
     )
     result = fit_checkpoint(checkpoint, options)

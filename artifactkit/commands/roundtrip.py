@@ -4,12 +4,11 @@ artifact on the same tokens. Parsing and printing only; the work is in
 
 from __future__ import annotations
 
-import sys
-
 import click
 import torch
 
 from artifactkit.cli import emit_json, guarded, note
+from artifactkit.commands._common import show_progress
 from artifactkit.errors import CheckFailed
 from artifactkit.roundtrip import (
     RoundtripOptions,
@@ -86,7 +85,7 @@ def roundtrip_eval_command(checkpoint, artifact, val, tokenizer, seq_len, stride
     options = RoundtripOptions(
         val=val, tokenizer=tokenizer, artifact=artifact, seq_len=seq_len, stride=stride, max_tokens=max_tokens,
         batch_tokens=batch_tokens, device=device, model=model_ref, config=config_path,
-        progress=bool(progress) if progress is not None else sys.stderr.isatty(),
+        progress=show_progress(progress),
     )
     created_group = init_distributed(resolve_device(device))
     try:

@@ -4,7 +4,6 @@ cost, and the budget line. Parsing and printing only; the work is in
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -23,6 +22,7 @@ from artifactkit.commands._common import (
     load_rules,
     policy_options,
     rules_option,
+    show_progress,
 )
 from artifactkit.errors import InputError
 from artifactkit.io import atomic_write_text
@@ -84,8 +84,7 @@ def size_report_command(path: str, code_files: tuple[str, ...], budget: int, cod
     the 'overhead' category. Files beside the first --code file that are not counted are
     listed as notices."""
     compare = parse_codec_list(codec_list)
-    show_progress = progress if progress is not None else sys.stderr.isatty()
-    progress_note = (lambda text: note(f"size-report: {text}")) if show_progress else None
+    progress_note = (lambda text: note(f"size-report: {text}")) if show_progress(progress) else None
     data = Path(path).read_bytes()
     model = float_state = None
     if data[:4] == MAGIC[:4]:
