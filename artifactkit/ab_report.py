@@ -174,15 +174,20 @@ def ab_markdown(a: RunSummary, b: RunSummary, title: str, plot_name: str) -> str
     return "\n".join(lines) + "\n"
 
 
+def ab_report_paths(output: str | Path) -> tuple[Path, Path]:
+    """NAME.md and NAME.png for `-o NAME` (a given .md / .png suffix is dropped first)."""
+    base = Path(output)
+    if base.suffix in (".md", ".png"):
+        base = base.with_suffix("")
+    return base.with_name(base.name + ".md"), base.with_name(base.name + ".png")
+
+
 def write_ab_report(a_log: RunLog, b_log: RunLog, a: RunSummary, b: RunSummary, output: str | Path,
                     title: str | None = None) -> tuple[Path, Path]:
     """Write OUTPUT.md and OUTPUT.png (atomically); returns their paths."""
     from artifactkit.plots import loss_curves_figure
 
-    base = Path(output)
-    if base.suffix in (".md", ".png"):
-        base = base.with_suffix("")
-    markdown_path, png_path = base.with_name(base.name + ".md"), base.with_name(base.name + ".png")
+    markdown_path, png_path = ab_report_paths(output)
     title = title or f"A/B: {a.label} vs {b.label}"
     series = []
     for log in (a_log, b_log):

@@ -7,7 +7,7 @@ import click
 from artifactkit.cli import emit_json, guarded, note
 from artifactkit.commands._common import EXISTING_FILE, debug_option, json_option
 from artifactkit.errors import InputError
-from artifactkit.io import atomic_write_text
+from artifactkit.io import atomic_write_text, refuse_overwriting_inputs
 from artifactkit.loader_export import (
     ALL_CODECS,
     DEFAULT_CODECS,
@@ -46,6 +46,7 @@ def _help_text() -> str:
 @debug_option
 @guarded
 def export_loader_command(output: str | None, codec_list: str | None, artifact: str | None, as_json: bool) -> None:
+    refuse_overwriting_inputs({"-o": output}, [artifact])
     if artifact and codec_list:
         raise InputError("--artifact and --codecs: pass one of them; --artifact picks the codecs it uses")
     if artifact:

@@ -32,6 +32,7 @@ from artifactkit.fit import (
     parse_bits_choices,
     parse_clip_choices,
 )
+from artifactkit.io import refuse_overwriting_inputs
 from artifactkit.table import fmt_int, render
 
 
@@ -130,6 +131,7 @@ def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budge
     is packed for real and never exceeds the budget. Exit 1 when even the smallest
     plan does not fit.
     """
+    refuse_overwriting_inputs({"-o": output}, [checkpoint, config_path, rules_path, tokenizer, *code_files])
     if val and not tokenizer:
         raise InputError("--val needs --tokenizer: pass the SentencePiece .model the shards were made with")
     if val:  # check the reporting inputs before the long part, not after it

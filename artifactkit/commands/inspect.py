@@ -11,7 +11,7 @@ import torch
 from artifactkit.artifact import ArtifactReader
 from artifactkit.cli import emit_json, guarded, note
 from artifactkit.commands._common import EXISTING_FILE, debug_option, json_option
-from artifactkit.io import atomic_write_bytes
+from artifactkit.io import atomic_write_bytes, refuse_overwriting_inputs
 from artifactkit.reader import open_artifact
 from artifactkit.table import fmt_int, render
 
@@ -81,6 +81,7 @@ def inspect_command(artifact: str, as_json: bool) -> None:
 def unpack_command(artifact: str, output: str, expanded: bool, as_json: bool) -> None:
     """Dequantize ARTIFACT into a plain state dict (banks restored unless --expanded,
     original dtypes) and save it with torch.save to OUTPUT."""
+    refuse_overwriting_inputs({"-o": output}, [artifact])
     opened = open_artifact(artifact)
     state = opened.expanded_state_dict() if expanded else opened.state_dict()
     buffer = io.BytesIO()

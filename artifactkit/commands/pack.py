@@ -22,6 +22,7 @@ from artifactkit.commands._common import (
     rules_option,
 )
 from artifactkit.errors import CheckFailed
+from artifactkit.io import refuse_overwriting_inputs
 from artifactkit.table import fmt_int, render
 
 CODEC_CHOICES = sorted(set(available_codecs()) | {"ans", "auto"})
@@ -79,6 +80,7 @@ def pack_command(checkpoint: str, output: str, policy_name: str, bits: str | Non
     .safetensors file. Parameter banks are expanded for classification and
     quantization, and restored by `unpack`.
     """
+    refuse_overwriting_inputs({"-o": output}, [checkpoint, rules_path, *code_files])
     loaded = load_checkpoint(checkpoint)
     for message in loaded.notices:
         note(message)

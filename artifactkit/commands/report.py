@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from artifactkit.ab_report import read_log, summarize, write_ab_report
+from artifactkit.ab_report import ab_report_paths, read_log, summarize, write_ab_report
 from artifactkit.cli import emit_json, guarded, note
 from artifactkit.commands._common import EXISTING_FILE, debug_option, json_option
+from artifactkit.io import refuse_overwriting_inputs
 from artifactkit.table import render
 
 
@@ -39,6 +40,9 @@ def ab_command(log_a: str, log_b: str, label_a: str, label_b: str, artifact_a: s
     'python -m train'): steps, wall clock, median step time, val_bpb live, val_bpb after
     roundtrip (with --roundtrip-*), artifact bytes (with --artifact-*), and a plot of
     training loss and val_bpb against wall clock. Writes NAME.md and NAME.png."""
+    markdown_out, png_out = ab_report_paths(output)
+    refuse_overwriting_inputs({"-o (NAME.md)": markdown_out, "-o (NAME.png)": png_out},
+                              [log_a, log_b, artifact_a, artifact_b, roundtrip_a, roundtrip_b])
     logs = read_log(log_a, label_a), read_log(log_b, label_b)
     summaries = summarize(logs[0], artifact_a, roundtrip_a), summarize(logs[1], artifact_b, roundtrip_b)
     markdown_path, png_path = write_ab_report(*logs, *summaries, output, title)

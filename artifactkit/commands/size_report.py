@@ -25,7 +25,7 @@ from artifactkit.commands._common import (
     show_progress,
 )
 from artifactkit.errors import InputError
-from artifactkit.io import atomic_write_text
+from artifactkit.io import atomic_write_text, refuse_overwriting_inputs
 from artifactkit.legacy import read_legacy
 from artifactkit.loader_export import build_loader, codecs_of_artifact
 from artifactkit.size_report import (
@@ -83,6 +83,8 @@ def size_report_command(path: str, code_files: tuple[str, ...], budget: int, cod
     bytes are split by what each category's part compresses to alone, and the header is
     the 'overhead' category. Files beside the first --code file that are not counted are
     listed as notices."""
+    refuse_overwriting_inputs({"--plot": plot_path, "--markdown": markdown_path},
+                              [path, rules_path, *code_files])
     compare = parse_codec_list(codec_list)
     progress_note = (lambda text: note(f"size-report: {text}")) if show_progress(progress) else None
     data = Path(path).read_bytes()
