@@ -1,6 +1,6 @@
 """`python -m artifactkit ...` runs the CLI (same as the `artifactkit` script)."""
 
-from artifactkit.cli import main
+from artifactkit.entry import run
 
 if __name__ == "__main__":
-    main(prog_name="artifactkit")
+    run()

@@ -1,78 +1,21 @@
 """The `artifactkit` command line. This module only builds the click group and turns
-domain exceptions into one `error:` line and an exit code; every subcommand lives in
-its own module under `artifactkit/commands/` and is discovered here."""
+usage errors into one `error:` line and an exit code; every subcommand lives in its
+own module under `artifactkit/commands/` and is discovered here. What the commands
+share (the error contract, JSON, notices) is `artifactkit.commands._framework`."""
 
 from __future__ import annotations
 
-import functools
 import importlib
-import json
 import pkgutil
 import sys
-import traceback
-from collections.abc import Callable
 from typing import Any
 
 import click
 
 from artifactkit import __version__
-from artifactkit.errors import ArtifactkitError
+from artifactkit.commands._framework import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, CliState
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
-
-
-class CliState:
-    """Options every subcommand shares (set on the group)."""
-
-    def __init__(self, debug: bool = False, quiet: bool = False) -> None:
-        self.debug = debug
-        self.quiet = quiet
-
-
-def fail(message: str, code: int, debug: bool) -> None:
-    if debug:
-        traceback.print_exc()
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a command body: domain errors -> `error:` + exit code; anything unexpected
-    -> exit 2 with a one-line summary (full traceback with --debug)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = click.get_current_context()
-        state = ctx.find_object(CliState) or CliState()
-        try:
-            return func(*args, **kwargs)
-        except ArtifactkitError as exc:
-            fail(str(exc), exc.exit_code, state.debug)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise
-        except KeyboardInterrupt:
-            fail("interrupted; nothing was written", EXIT_BAD_INPUT, state.debug)
-        except MemoryError:
-            fail("out of memory; try a smaller input or --max-tokens", EXIT_BAD_INPUT, state.debug)
-        except Exception as exc:  # noqa: BLE001 - last line of defence, never a traceback
-            fail(
-                f"unexpected {type(exc).__name__}: {exc}; rerun with --debug and report the traceback",
-                EXIT_BAD_INPUT,
-                state.debug,
-            )
-
-    return wrapper
-
-
-def emit_json(document: Any) -> None:
-    """Exactly one JSON document on stdout."""
-    click.echo(json.dumps(document, indent=2, sort_keys=False, default=str))
-
-
-def note(message: str) -> None:
-    """Notices and warnings go to stderr so `--json` stdout stays clean."""
-    click.echo(message, err=True)
 
 
 class ArtifactkitGroup(click.Group):
@@ -97,10 +40,11 @@ class ArtifactkitGroup(click.Group):
             if standalone_mode:
                 sys.exit(exc.exit_code)
             raise
-        except click.exceptions.Abort:
-            click.echo("error: aborted; nothing was written", err=True)
+        except click.exceptions.Abort as exc:
+            interrupted = isinstance(exc.__cause__, KeyboardInterrupt)
+            click.echo(f"error: {'interrupted' if interrupted else 'aborted'}; nothing was written", err=True)
             if standalone_mode:
-                sys.exit(EXIT_BAD_INPUT)
+                sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_BAD_INPUT)
             raise
         if standalone_mode:
             sys.exit(result if isinstance(result, int) else EXIT_OK)

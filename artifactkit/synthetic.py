@@ -46,7 +46,7 @@ def seed_shaped_state_dict(layers: int = 11, dim: int = 512, kv_heads: int = 4, 
 
 def unbanked_twin(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The same weights under the seed's unbanked names (`b.N.a.q`, `b.N.m.u`, ...),
-    written independently of `artifactkit.banks` so tests can compare the two."""
+    written independently of `artifactkit.plan.banks` so tests can compare the two."""
     out = {}
     for name, tensor in state.items():
         if name in ("qo_bank", "kv_bank"):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from artifactkit import ans
+from artifactkit.format import ans
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "ans_coder.md"
 

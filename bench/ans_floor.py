@@ -39,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pack import seed_pipeline  # noqa: E402
 
-from artifactkit import ans  # noqa: E402
-from artifactkit.artifact import encode_artifact, quantize_state_dict  # noqa: E402
+from artifactkit.format import ans  # noqa: E402
+from artifactkit.format.akit import encode_artifact  # noqa: E402
+from artifactkit.quantize.apply import quantize_state_dict  # noqa: E402
 from artifactkit.synthetic import seed_shaped_state_dict  # noqa: E402
 
 GRID = 2048

@@ -28,8 +28,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from artifactkit.clip import MSE_STD_MULTIPLES, SEED_PERCENTILES, ClipRule, parse_clip_rule  # noqa: E402
-from artifactkit.gptq import DEFAULT_BLOCK_SIZE, gptq_quantize, prepare_hessian  # noqa: E402
+from artifactkit.plan.clip_rules import MSE_STD_MULTIPLES, SEED_PERCENTILES, ClipRule, parse_clip_rule  # noqa: E402
+from artifactkit.quantize.gptq import DEFAULT_BLOCK_SIZE, gptq_quantize, prepare_hessian  # noqa: E402
 
 SHAPES = [("attn q/o", 512, 512), ("attn k/v", 256, 512), ("mlp up", 1536, 512), ("mlp down", 512, 1536)]
 BITS = 6

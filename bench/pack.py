@@ -32,9 +32,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from artifactkit import codecs  # noqa: E402
-from artifactkit.artifact import encode_artifact, quantize_state_dict, read_artifact  # noqa: E402
 from artifactkit.checkpoint import load_checkpoint  # noqa: E402
+from artifactkit.format import codecs  # noqa: E402
+from artifactkit.format.akit import encode_artifact  # noqa: E402
+from artifactkit.format.reader import read_artifact  # noqa: E402
+from artifactkit.quantize.apply import quantize_state_dict  # noqa: E402
 from artifactkit.synthetic import seed_shaped_state_dict  # noqa: E402
 
 

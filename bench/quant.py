@@ -32,21 +32,23 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, installed or not
 
-from artifactkit.artifact import pack_state_dict, read_artifact  # noqa: E402
-from artifactkit.banks import expand_banks  # noqa: E402
-from artifactkit.calibration import tokens_from_shards  # noqa: E402
 from artifactkit.checkpoint import load_checkpoint  # noqa: E402
-from artifactkit.classify import classify_state_dict  # noqa: E402
-from artifactkit.clip import parse_clip_rule  # noqa: E402
 from artifactkit.errors import CheckFailed  # noqa: E402
-from artifactkit.fit import DAMAGE_CHOICES, FitOptions, fit_checkpoint  # noqa: E402
-from artifactkit.gptq import DEFAULT_BLOCK_SIZE, collect_hessians, gptq_quantize  # noqa: E402
+from artifactkit.fit.pipeline import DAMAGE_CHOICES, FitOptions, fit_checkpoint  # noqa: E402
+from artifactkit.format.akit import pack_state_dict  # noqa: E402
+from artifactkit.format.reader import read_artifact  # noqa: E402
 from artifactkit.io import atomic_write_text  # noqa: E402
-from artifactkit.model_factory import build_model  # noqa: E402
-from artifactkit.policy import Policy, int_scheme  # noqa: E402
-from artifactkit.roundtrip import load_tokenizer, load_val_tokens  # noqa: E402
+from artifactkit.plan.banks import expand_banks  # noqa: E402
+from artifactkit.plan.classify import classify_state_dict  # noqa: E402
+from artifactkit.plan.clip_rules import parse_clip_rule  # noqa: E402
+from artifactkit.plan.policy import Policy, int_scheme  # noqa: E402
+from artifactkit.quantize.calibration import tokens_from_shards  # noqa: E402
+from artifactkit.quantize.gptq import DEFAULT_BLOCK_SIZE, collect_hessians, gptq_quantize  # noqa: E402
+from artifactkit.roundtrip.evaluate import load_val_tokens  # noqa: E402
+from artifactkit.roundtrip.model_factory import build_model  # noqa: E402
 from eval.bpb import build_byte_tables  # noqa: E402
 from eval.evaluate import evaluate_bpb  # noqa: E402
+from eval.runtime import load_tokenizer  # noqa: E402
 
 FIT_CLIPS = ("percentile",)  # one clip keeps the fit rows to a few minutes on a shared CPU
 FIT_BITS = (3, 4, 5, 6, 7, 8)  # 3 bits lets a plan reach the uniform int4 artifact's size

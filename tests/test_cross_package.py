@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from artifactkit.artifact import quantize_state_dict
-from artifactkit.banks import expand_banks
 from artifactkit.checkpoint import load_checkpoint
-from artifactkit.classify import classify_state_dict
+from artifactkit.plan.banks import expand_banks
+from artifactkit.plan.classify import classify_state_dict
+from artifactkit.quantize.apply import quantize_state_dict
 from train.config import preset_config
 from train.model import build_model
 from train.testing import tiny_checkpoint

@@ -10,11 +10,11 @@ from pathlib import Path
 import click
 
 from artifactkit.budget import RULE_TEXT, BudgetLine, count_code, default_code_files
-from artifactkit.cli import emit_json, guarded, note
-from artifactkit.commands._common import EXISTING_FILE, budget_options, debug_option, json_option
+from artifactkit.commands._framework import emit_json, guarded, note
+from artifactkit.commands._options import EXISTING_FILE, budget_options, debug_option, json_option
 from artifactkit.errors import InputError
-from artifactkit.reader import open_artifact
-from artifactkit.rules import SMALL_TENSOR_THRESHOLD
+from artifactkit.format.open import open_artifact
+from artifactkit.plan.rules import SMALL_TENSOR_THRESHOLD
 
 EXIT_CHECK_FAILED = 1
 

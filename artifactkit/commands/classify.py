@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import click
 
-from artifactkit.banks import expand_banks
 from artifactkit.checkpoint import load_checkpoint
-from artifactkit.classify import classify_state_dict
-from artifactkit.cli import emit_json, guarded, note
-from artifactkit.commands._common import (
+from artifactkit.commands._framework import emit_json, guarded, note
+from artifactkit.commands._options import (
     EXISTING_FILE,
     build_policy,
     debug_option,
@@ -18,6 +16,8 @@ from artifactkit.commands._common import (
     rules_option,
 )
 from artifactkit.errors import CheckFailed
+from artifactkit.plan.banks import expand_banks
+from artifactkit.plan.classify import classify_state_dict
 from artifactkit.table import fmt_int, render
 
 

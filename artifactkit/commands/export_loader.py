@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import click
 
-from artifactkit.cli import emit_json, guarded, note
-from artifactkit.commands._common import EXISTING_FILE, debug_option, json_option
+from artifactkit.commands._framework import emit_json, guarded, note
+from artifactkit.commands._options import EXISTING_FILE, debug_option, json_option
 from artifactkit.errors import InputError
-from artifactkit.io import atomic_write_text, refuse_overwriting_inputs
-from artifactkit.loader_export import (
+from artifactkit.format.loader_export import (
     ALL_CODECS,
     DEFAULT_CODECS,
     build_loader,
     codecs_of_artifact,
     loader_sizes,
 )
+from artifactkit.format.reader import read_artifact
+from artifactkit.io import atomic_write_text, refuse_overwriting_inputs
 
 
 def _help_text() -> str:
@@ -50,8 +51,6 @@ def export_loader_command(output: str | None, codec_list: str | None, artifact: 
     if artifact and codec_list:
         raise InputError("--artifact and --codecs: pass one of them; --artifact picks the codecs it uses")
     if artifact:
-        from artifactkit.artifact import read_artifact
-
         codecs = codecs_of_artifact(read_artifact(artifact).header)
     else:
         codecs = codec_list

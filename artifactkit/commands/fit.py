@@ -1,15 +1,14 @@
 """`artifactkit fit`: choose bits and clip per matrix to fit a byte budget with the
 least measured damage, pack the artifact and verify it. Parsing and printing only;
-the work is in `artifactkit.fit`."""
+the work is in `artifactkit.fit.pipeline`."""
 
 from __future__ import annotations
 
 import click
 
-from artifactkit.artifact import DEFAULT_CODEC, write_artifact
 from artifactkit.budget import RULE_TEXT, default_code_files
-from artifactkit.cli import emit_json, guarded, note
-from artifactkit.commands._common import (
+from artifactkit.commands._framework import emit_json, guarded, note
+from artifactkit.commands._options import (
     EXISTING_FILE,
     budget_options,
     debug_option,
@@ -20,7 +19,7 @@ from artifactkit.commands._common import (
 )
 from artifactkit.commands.pack import CODEC_CHOICES
 from artifactkit.errors import InputError
-from artifactkit.fit import (
+from artifactkit.fit.pipeline import (
     DAMAGE_CHOICES,
     DAMAGE_HESSIAN_KL,
     DEFAULT_BITS_CHOICES,
@@ -32,8 +31,12 @@ from artifactkit.fit import (
     parse_bits_choices,
     parse_clip_choices,
 )
+from artifactkit.format.akit import DEFAULT_CODEC, write_artifact
 from artifactkit.io import refuse_overwriting_inputs
+from artifactkit.roundtrip.evaluate import RoundtripOptions, roundtrip_eval
 from artifactkit.table import fmt_int, render
+from eval.runtime import load_tokenizer
+from eval.shards import resolve_shards
 
 
 def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -135,14 +138,8 @@ def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budge
     if val and not tokenizer:
         raise InputError("--val needs --tokenizer: pass the SentencePiece .model the shards were made with")
     if val:  # check the reporting inputs before the long part, not after it
-        from artifactkit.roundtrip import load_tokenizer
-        from eval.shards import ShardError, resolve_shards
-
         load_tokenizer(tokenizer)
-        try:
-            resolve_shards(val)
-        except ShardError as exc:
-            raise InputError(str(exc)) from None
+        resolve_shards(val)
     options = FitOptions(
         budget=budget, code_files=list(code_files) or [str(p) for p in default_code_files()], code_rule=code_rule,
         calib=calib, calib_seqs=calib_seqs, seq_len=seq_len, model=model_ref, config=config_path,
@@ -160,8 +157,6 @@ def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budge
     document = result.to_json()
     document["path"] = output
     if val:
-        from artifactkit.roundtrip import RoundtripOptions, roundtrip_eval
-
         roundtrip = roundtrip_eval(checkpoint, RoundtripOptions(val=val, tokenizer=tokenizer, artifact=output,
                                                                 max_tokens=val_max_tokens, device=device,
                                                                 model=model_ref, config=config_path))

@@ -8,18 +8,21 @@ from collections import defaultdict
 import click
 import torch
 
-from artifactkit.artifact import ArtifactReader
-from artifactkit.cli import emit_json, guarded, note
-from artifactkit.commands._common import EXISTING_FILE, debug_option, json_option
+from artifactkit.commands._framework import emit_json, guarded, note
+from artifactkit.commands._options import EXISTING_FILE, debug_option, json_option
+from artifactkit.format.open import open_artifact
+from artifactkit.format.reader import ArtifactReader
 from artifactkit.io import atomic_write_bytes, refuse_overwriting_inputs
-from artifactkit.reader import open_artifact
+from artifactkit.plan.schemes import parse_kind, stored_bits
 from artifactkit.table import fmt_int, render
+
+# Legacy .ptz files name their passthrough tensors by dtype rather than by scheme.
+LEGACY_BITS = {"float16": 16, "bfloat16": 16, "float32": 32}
 
 
 def describe_artifact(artifact, path: str) -> dict:
     tensors = [{"name": t.name, "category": t.category, "scheme": t.label,
-                "bits": t.bits if t.scheme == "int" else {"fp16": 16, "float16": 16, "fp32": 32, "float32": 32,
-                                                         "bfloat16": 16}.get(t.scheme),
+                "bits": stored_bits(kind, t.bits, t.dtype) if (kind := parse_kind(t.scheme)) else LEGACY_BITS.get(t.scheme),
                 "shape": list(t.shape), "numel": t.numel, "dtype": t.dtype} for t in artifact.tensors]
     document = {
         "path": path,

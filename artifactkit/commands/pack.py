@@ -6,12 +6,10 @@ from collections import defaultdict
 
 import click
 
-from artifactkit.artifact import DEFAULT_CODEC, PackedArtifact, pack_state_dict, write_artifact
 from artifactkit.budget import RULE_TEXT, BudgetLine, count_code, default_code_files
 from artifactkit.checkpoint import load_checkpoint
-from artifactkit.cli import emit_json, guarded, note
-from artifactkit.codecs import available_codecs
-from artifactkit.commands._common import (
+from artifactkit.commands._framework import emit_json, guarded, note
+from artifactkit.commands._options import (
     EXISTING_FILE,
     budget_options,
     build_policy,
@@ -22,6 +20,8 @@ from artifactkit.commands._common import (
     rules_option,
 )
 from artifactkit.errors import CheckFailed
+from artifactkit.format.akit import DEFAULT_CODEC, PackedArtifact, pack_state_dict, write_artifact
+from artifactkit.format.codecs import available_codecs
 from artifactkit.io import refuse_overwriting_inputs
 from artifactkit.table import fmt_int, render
 

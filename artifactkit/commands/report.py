@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from artifactkit.ab_report import ab_report_paths, read_log, summarize, write_ab_report
-from artifactkit.cli import emit_json, guarded, note
-from artifactkit.commands._common import EXISTING_FILE, debug_option, json_option
+from artifactkit.commands._framework import emit_json, guarded, note
+from artifactkit.commands._options import EXISTING_FILE, debug_option, json_option
 from artifactkit.io import refuse_overwriting_inputs
+from artifactkit.report.ab import ab_report_paths, ab_rows, read_log, summarize, write_ab_report
 from artifactkit.table import render
 
 
@@ -50,8 +50,6 @@ def ab_command(log_a: str, log_b: str, label_a: str, label_b: str, artifact_a: s
         emit_json({"markdown": str(markdown_path), "plot": str(png_path),
                    "a": summaries[0].to_json(), "b": summaries[1].to_json()})
         return
-    from artifactkit.ab_report import ab_rows
-
     click.echo(render(["", label_a, label_b, "B - A"], ab_rows(*summaries)))
     note(f"wrote {markdown_path} and {png_path}")
 

@@ -1,23 +1,18 @@
 """`artifactkit roundtrip-eval`: val_bpb of the float checkpoint and of its dequantized
 artifact on the same tokens. Parsing and printing only; the work is in
-`artifactkit.roundtrip`."""
+`artifactkit.roundtrip.evaluate`."""
 
 from __future__ import annotations
 
 import click
 import torch
 
-from artifactkit.cli import emit_json, guarded, note
-from artifactkit.commands._common import show_progress
+from artifactkit.commands._framework import emit_json, guarded, note
+from artifactkit.commands._options import show_progress
 from artifactkit.errors import CheckFailed
-from artifactkit.roundtrip import (
-    RoundtripOptions,
-    RoundtripResult,
-    init_distributed,
-    resolve_device,
-    roundtrip_eval,
-)
+from artifactkit.roundtrip.evaluate import RoundtripOptions, RoundtripResult, roundtrip_eval
 from eval.evaluate import DEFAULT_BATCH_TOKENS
+from eval.runtime import init_distributed, resolve_device
 
 FILE = click.Path(exists=True, dir_okay=False)
 

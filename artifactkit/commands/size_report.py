@@ -1,6 +1,6 @@
 """`artifactkit size-report`: where the bytes go, what each codec and bit width would
 cost, and the budget line. Parsing and printing only; the work is in
-`artifactkit.size_report` and `artifactkit.plots`."""
+`artifactkit.report.size` and `artifactkit.report.plots`."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ from pathlib import Path
 
 import click
 
-from artifactkit.artifact import DEFAULT_CODEC, MAGIC, ArtifactReader, encode_artifact, quantize_state_dict
 from artifactkit.budget import count_code, default_code_files
 from artifactkit.checkpoint import load_checkpoint
-from artifactkit.cli import emit_json, guarded, note
-from artifactkit.codecs import available_codecs
-from artifactkit.commands._common import (
+from artifactkit.commands._framework import emit_json, guarded, note
+from artifactkit.commands._options import (
     EXISTING_FILE,
     budget_options,
     build_policy,
@@ -25,10 +23,14 @@ from artifactkit.commands._common import (
     show_progress,
 )
 from artifactkit.errors import InputError
+from artifactkit.format.akit import DEFAULT_CODEC, MAGIC, encode_artifact
+from artifactkit.format.codecs import available_codecs
+from artifactkit.format.legacy import read_legacy
+from artifactkit.format.loader_export import build_loader, codecs_of_artifact
+from artifactkit.format.reader import ArtifactReader
 from artifactkit.io import atomic_write_text, refuse_overwriting_inputs
-from artifactkit.legacy import read_legacy
-from artifactkit.loader_export import build_loader, codecs_of_artifact
-from artifactkit.size_report import (
+from artifactkit.quantize.apply import quantize_state_dict
+from artifactkit.report.size import (
     build_report,
     parse_codec_list,
     render_markdown,
@@ -118,7 +120,7 @@ def size_report_command(path: str, code_files: tuple[str, ...], budget: int, cod
     report = build_report(reader, path, source_kind, code, code_rule, budget, loader_bytes, hint, compare,
                           model=model, float_state=float_state, code_paths=paths, progress=progress_note)
     if plot_path:
-        from artifactkit.plots import size_report_figure
+        from artifactkit.report.plots import size_report_figure
 
         size_report_figure(report, plot_path)
     if markdown_path:

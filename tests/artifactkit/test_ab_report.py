@@ -7,11 +7,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from artifactkit.ab_report import read_log, summarize
-from artifactkit.artifact import pack_state_dict, write_artifact
 from artifactkit.checkpoint import load_checkpoint
 from artifactkit.cli import main
 from artifactkit.errors import InputError
+from artifactkit.format.akit import pack_state_dict, write_artifact
+from artifactkit.report.ab import read_log, summarize
 
 
 @pytest.fixture(scope="module")

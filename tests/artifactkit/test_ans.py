@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from artifactkit import ans
-from artifactkit.ans_decoder_src import DECODER_SOURCE
 from artifactkit.errors import InputError
+from artifactkit.format import ans
+from artifactkit.format.ans_decoder_src import DECODER_SOURCE
 
 
 def levels(bits: int) -> int:

@@ -11,11 +11,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from artifactkit.artifact import MAGIC, PREAMBLE, pack_state_dict, read_artifact
 from artifactkit.cli import main
-from artifactkit.codecs import available_codecs
 from artifactkit.errors import InputError
-from artifactkit.policy import resolve_policy
+from artifactkit.format.akit import MAGIC, PREAMBLE, pack_state_dict
+from artifactkit.format.codecs import available_codecs
+from artifactkit.format.reader import read_artifact
+from artifactkit.plan.policy import resolve_policy
 from artifactkit.synthetic import seed_shaped_state_dict
 
 SMALL = dict(layers=2, dim=384, kv_heads=4, head_dim=64, vocab=256)
@@ -131,7 +132,7 @@ def test_header_lying_about_section_size_cannot_inflate(tmp_path):
     packed = pack_state_dict(state, codec="zlib")
     reader = read_artifact(packed.data)
     assert reader.section_spans["codes"][3] == 300 * 300
-    from artifactkit import codecs
+    from artifactkit.format import codecs
 
     bomb = zlib.compress(b"\x00" * (50 << 20))
     with pytest.raises(InputError, match="more than"):

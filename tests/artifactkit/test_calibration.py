@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from artifactkit.calibration import self_generated, tokens_from_shards
 from artifactkit.errors import InputError
+from artifactkit.quantize.calibration import self_generated, tokens_from_shards
 from eval.shards import write_shard
 
 
@@ -129,7 +129,7 @@ class Slow(Counter):
 
 
 def test_a_long_sampling_run_is_announced_once_and_a_short_one_never(monkeypatch):
-    import artifactkit.calibration as calibration
+    import artifactkit.quantize.calibration as calibration
 
     monkeypatch.setattr(calibration, "LONG_SAMPLING_AFTER_S", 0.05)
     monkeypatch.setattr(calibration, "LONG_SAMPLING_S", 0.2)

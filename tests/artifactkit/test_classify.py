@@ -10,11 +10,12 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from artifactkit.artifact import pack_state_dict, quantize_state_dict
-from artifactkit.banks import expand_banks, restore_banks
-from artifactkit.classify import UserRules, classify_name
 from artifactkit.cli import main
 from artifactkit.errors import InputError
+from artifactkit.format.akit import pack_state_dict
+from artifactkit.plan.banks import expand_banks, restore_banks
+from artifactkit.plan.classify import UserRules, classify_name
+from artifactkit.quantize.apply import quantize_state_dict
 from artifactkit.synthetic import seed_shaped_state_dict, unbanked_twin
 
 SMALL = dict(layers=2, dim=384, kv_heads=4, head_dim=64, vocab=256)

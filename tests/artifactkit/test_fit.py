@@ -15,10 +15,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from artifactkit.artifact import read_artifact
 from artifactkit.checkpoint import load_checkpoint
 from artifactkit.cli import main
-from artifactkit.fit import (
+from artifactkit.fit.pipeline import (
     Calibration,
     Group,
     best_upgrade,
@@ -27,7 +26,8 @@ from artifactkit.fit import (
     smallest_step,
     solve_knapsack,
 )
-from artifactkit.quant import quantize
+from artifactkit.format.reader import read_artifact
+from artifactkit.quantize.intn import quantize
 from eval.shards import write_shard
 from tests.eval.tiny_lm import build as build_tiny_lm
 

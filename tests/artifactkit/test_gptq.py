@@ -8,18 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from artifactkit.banks import expand_banks
-from artifactkit.clip import (
-    MSE_STD_MULTIPLES,
-    SEED_PERCENTILES,
-    ClipRule,
-    dequantize,
-    parse_clip_rule,
-    quantize_with_clip,
-    row_clip,
-)
 from artifactkit.errors import InputError
-from artifactkit.gptq import (
+from artifactkit.plan.banks import expand_banks
+from artifactkit.plan.clip_rules import MSE_STD_MULTIPLES, SEED_PERCENTILES, ClipRule, parse_clip_rule
+from artifactkit.quantize.gptq import (
     HessianCollector,
     clip_candidates,
     collect_hessians,
@@ -27,6 +19,7 @@ from artifactkit.gptq import (
     gptq_state_dict,
     prepare_hessian,
 )
+from artifactkit.quantize.intn import dequantize, quantize_with_clip, row_clip
 
 CONTEXT = 8
 EMBED = 16
@@ -248,7 +241,7 @@ def test_a_prepared_hessian_gives_the_same_result_for_every_candidate(trained, a
 
 def test_the_clip_search_gives_the_same_result_in_any_number_of_passes(trained, monkeypatch):
     """Candidates are stacked into one GPTQ pass; split into chunks, nothing may change."""
-    import artifactkit.gptq as gptq
+    import artifactkit.quantize.gptq as gptq
 
     model, calibration, _ = trained
     hessian = collect_hessians(model, [calibration], "cpu")["down.weight"]

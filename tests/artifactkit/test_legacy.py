@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from artifactkit.cli import main
-from artifactkit.reader import open_artifact
+from artifactkit.format.open import open_artifact
 
 
 def _saved(obj) -> bytes:

@@ -13,11 +13,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from artifactkit.artifact import pack_state_dict, read_artifact, write_artifact
 from artifactkit.cli import main
-from artifactkit.codecs import available_codecs
-from artifactkit.loader_export import build_loader, loader_sizes
-from artifactkit.policy import resolve_policy
+from artifactkit.format.akit import pack_state_dict, write_artifact
+from artifactkit.format.codecs import available_codecs
+from artifactkit.format.loader_export import build_loader, loader_sizes
+from artifactkit.format.reader import read_artifact
+from artifactkit.plan.policy import resolve_policy
 
 # The sizes this project promises (README / export-loader --help state the exact numbers).
 LZMA_ONLY_LIMIT = 3_500

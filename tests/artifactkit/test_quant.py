@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from artifactkit.policy import resolve_policy
-from artifactkit.quant import quantize
+from artifactkit.plan.policy import resolve_policy
+from artifactkit.quantize.intn import quantize
 
 
 def reference_quantize(weight: torch.Tensor, bits: int, clip: torch.Tensor):

@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as functional
 from click.testing import CliRunner
 
-from artifactkit.artifact import pack_state_dict, read_artifact, write_artifact
 from artifactkit.cli import main
-from artifactkit.model_factory import build_model
-from artifactkit.policy import resolve_policy
+from artifactkit.format.akit import pack_state_dict, write_artifact
+from artifactkit.format.reader import read_artifact
+from artifactkit.plan.policy import resolve_policy
+from artifactkit.roundtrip.model_factory import build_model
 from eval.bpb import build_byte_tables, stream_byte_count
 from eval.evaluate import evaluate_bpb
 from eval.shards import load_tokens, write_shard
@@ -287,7 +288,7 @@ def test_real_process_prints_one_error_line_and_exits_2(workdir):
 
 
 def test_default_seq_len_comes_from_the_config_then_1024():
-    from artifactkit.roundtrip import default_seq_len
+    from artifactkit.roundtrip.evaluate import default_seq_len
 
     assert default_seq_len({"seq_len": 64}) == 64
     assert default_seq_len({"train_seq_len": 2048, "dim": 3}) == 2048

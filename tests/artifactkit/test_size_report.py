@@ -11,12 +11,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from artifactkit.artifact import encode_artifact, pack_state_dict, quantize_state_dict, read_artifact
 from artifactkit.budget import count_code
 from artifactkit.cli import main
-from artifactkit.loader_export import build_loader
-from artifactkit.policy import resolve_policy
-from artifactkit.size_report import ALL_CATEGORIES, model_from_artifact
+from artifactkit.format.akit import encode_artifact, pack_state_dict
+from artifactkit.format.loader_export import build_loader
+from artifactkit.format.reader import read_artifact
+from artifactkit.plan.policy import resolve_policy
+from artifactkit.quantize.apply import quantize_state_dict
+from artifactkit.report.size import ALL_CATEGORIES
 from artifactkit.synthetic import seed_shaped_state_dict
 
 CODE_TEXT = "# ünïcödé ✓ — 日本語\nprint('héllo')\n"
@@ -123,7 +125,7 @@ def test_artifact_input_reports_the_same_bytes(tmp_path):
     model = quantize_state_dict(state)
     packed = encode_artifact(model, "ans")
     # the model rebuilt from the artifact re-encodes to the very same bytes
-    assert encode_artifact(model_from_artifact(read_artifact(packed.data)), "ans").data == packed.data
+    assert encode_artifact(read_artifact(packed.data).quantized_model(), "ans").data == packed.data
     path = tmp_path / "model.akit"
     path.write_bytes(packed.data)
     result = CliRunner().invoke(main, ["size-report", str(path), "--codecs", "none", "--json"])
@@ -169,7 +171,7 @@ def test_check_gate_counts_loader_bytes_and_enforces_max_delta(tmp_path):
 
 
 def test_split_exactly_adds_up_and_follows_the_weights():
-    from artifactkit.size_report import split_exactly
+    from artifactkit.report.size import split_exactly
 
     assert split_exactly(10, [1, 1, 2]) in ([3, 2, 5], [2, 3, 5])
     for total, weights in ((1000, [3, 1, 0, 6]), (7, [1, 1, 1]), (0, [5, 5]), (5, [0, 0])):

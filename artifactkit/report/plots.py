@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 from artifactkit.io import atomic_write_bytes  # noqa: E402
 
 if TYPE_CHECKING:
-    from artifactkit.size_report import SizeReport
+    from artifactkit.report.size import SizeReport
 
 MB = 1e6
 CATEGORY_COLORS = {"embed": "#4e79a7", "attn": "#f28e2b", "mlp": "#59a14f", "control": "#b07aa1",

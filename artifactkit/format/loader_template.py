@@ -2,7 +2,7 @@
 
 The pieces are plain Python source, kept short because every byte of the exported
 module counts against the artifact budget when it is pasted into a training script.
-The loader mirrors `artifactkit.artifact.ArtifactReader.state_dict` operation for
+The loader mirrors `artifactkit.format.reader.ArtifactReader.state_dict` operation for
 operation (same dtype conversions, same order), which is what makes it bit-exact;
 `tests/artifactkit/test_loader.py` checks that in a separate process.
 

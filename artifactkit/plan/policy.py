@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
-from artifactkit.clip import parse_clip_rule
 from artifactkit.errors import InputError
-from artifactkit.rules import SMALL_TENSOR_THRESHOLD
+from artifactkit.plan.clip_rules import parse_clip_rule
+from artifactkit.plan.rules import SMALL_TENSOR_THRESHOLD
+from artifactkit.plan.schemes import SchemeKind, check_bits, scheme_label, stored_bits
 
 POLICY_VERSION = 1
 QUANTIZED_CATEGORIES = ("attn", "mlp", "embed", "other")
@@ -38,32 +39,38 @@ def default_clip(bits: int) -> str:
 
 @dataclass(frozen=True)
 class Scheme:
-    kind: str  # "int" | "fp16" | "fp32" | "raw" | "drop"
+    kind: SchemeKind
     bits: int | None = None
     clip: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", SchemeKind(self.kind))
+
+    @property
+    def is_int(self) -> bool:
+        return self.kind is SchemeKind.INT
+
     @property
     def label(self) -> str:
-        return f"int{self.bits}" if self.kind == "int" else self.kind
+        return scheme_label(self.kind, self.bits)
 
     @property
     def stored_bits(self) -> int | None:
-        return {"int": self.bits, "fp16": 16, "fp32": 32}.get(self.kind)
+        return stored_bits(self.kind, self.bits)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind}
-        if self.kind == "int":
+        out: dict[str, Any] = {"kind": str(self.kind)}
+        if self.is_int:
             out.update(bits=self.bits, clip=self.clip)
         return out
 
 
 def int_scheme(bits: int, clip: str | None = None) -> Scheme:
-    if not 2 <= bits <= 8:
-        raise InputError(f"bits={bits}: integer schemes support 2..8 bits; pick a width in that range")
-    return Scheme("int", bits, clip or default_clip(bits))
+    check_bits(bits, "integer scheme")
+    return Scheme(SchemeKind.INT, bits, clip or default_clip(bits))
 
 
-FP16, FP32, RAW, DROP = Scheme("fp16"), Scheme("fp32"), Scheme("raw"), Scheme("drop")
+FP16, FP32, RAW, DROP = (Scheme(kind) for kind in (SchemeKind.FP16, SchemeKind.FP32, SchemeKind.RAW, SchemeKind.DROP))
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,7 @@ class Policy:
         if tensor.numel() <= self.small_threshold or tensor.dim() < 2:
             return FP16, f"small tensor (<= {self.small_threshold:,} elements or 1-D): fp16"
         scheme = self.category_schemes.get(category, self.category_schemes.get("other", FP16))
-        if scheme.kind == "int" and category in self.clip_for:
+        if scheme.is_int and category in self.clip_for:
             scheme = replace(scheme, clip=self.clip_for[category])
         return scheme, f"policy {self.name}: {category} -> {scheme.label}"
 
@@ -123,7 +130,7 @@ class Policy:
             except InputError as exc:
                 raise InputError(f"--clip {category}={text}: {exc}") from exc
         merged = {**self.clip_for, **overrides}
-        schemes = {c: (replace(s, clip=merged[c]) if s.kind == "int" and c in merged else s)
+        schemes = {c: (replace(s, clip=merged[c]) if s.is_int and c in merged else s)
                    for c, s in self.category_schemes.items()}
         return replace(self, clip_for=merged, category_schemes=schemes)
 

@@ -8,24 +8,22 @@ the windows of each evaluation are split across ranks (see `eval.evaluate`).
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sentencepiece
 import torch
 
-from artifactkit.artifact import ArtifactReader, pack_state_dict, read_artifact
 from artifactkit.checkpoint import LoadedCheckpoint, load_checkpoint
 from artifactkit.errors import InputError
-from artifactkit.model_factory import build_model
-from artifactkit.policy import default_policy
+from artifactkit.format.akit import pack_state_dict
+from artifactkit.format.reader import ArtifactReader, read_artifact
+from artifactkit.plan.policy import default_policy
+from artifactkit.roundtrip.model_factory import build_model
 from eval.bpb import ByteTables, build_byte_tables
 from eval.evaluate import DEFAULT_BATCH_TOKENS, EvalError, EvalResult, evaluate_bpb
+from eval.runtime import load_json_object, load_tokenizer, resolve_device
 from eval.shards import ShardError, load_tokens
 
 DEFAULT_SEQ_LEN = 1024
@@ -77,64 +75,11 @@ class RoundtripResult:
         }
 
 
-def resolve_device(choice: str) -> torch.device:
-    """`auto` -> this rank's CUDA device when available, else CPU."""
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda: no CUDA device is visible to this torch build; use --device cpu or auto")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def init_distributed(device: torch.device) -> bool:
-    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1).
-    Returns True when this call created the group (the caller destroys it)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not torch.distributed.is_available():
-        return False
-    if torch.distributed.is_initialized():
-        return False
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return True
-
-
-def load_tokenizer(path: str | Path) -> tuple[sentencepiece.SentencePieceProcessor, str]:
-    """(processor, sha256 of the model file)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the tokenizer ({exc.strerror}); pass a SentencePiece .model file") from exc
-    processor = sentencepiece.SentencePieceProcessor()
-    try:
-        processor.LoadFromSerializedProto(data)
-    except Exception as exc:  # noqa: BLE001 - sentencepiece raises bare RuntimeError/OSError
-        raise InputError(f"{path}: not a SentencePiece model ({exc}); pass the tokenizer's .model file") from exc
-    return processor, hashlib.sha256(data).hexdigest()
-
-
 def load_val_tokens(pattern: str) -> Any:
     try:
         return load_tokens(pattern)
     except ShardError as exc:
         raise InputError(str(exc)) from exc
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the config ({exc.strerror}); check the --config path") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc}); --config takes a JSON object of factory arguments") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: holds a JSON {type(data).__name__}, not an object; --config takes a JSON object")
-    return data
 
 
 def default_seq_len(*configs: dict[str, Any] | None) -> int:
@@ -180,7 +125,7 @@ def roundtrip_eval(checkpoint_path: str | Path, options: RoundtripOptions) -> Ro
             f"{checkpoint_path}: is a {checkpoint.kind} with no model factory reference; "
             "pass --model module:function (and --config FILE.json for its arguments)"
         )
-    config = load_config_file(options.config) if options.config else dict(checkpoint.config or {})
+    config = load_json_object(options.config) if options.config else dict(checkpoint.config or {})
     sp, tokenizer_sha256 = load_tokenizer(options.tokenizer)
     if checkpoint.tokenizer_sha256 and checkpoint.tokenizer_sha256 != tokenizer_sha256:
         raise InputError(

@@ -4,7 +4,7 @@ library (plus `zstandard` / `brotli` only when those codecs are included), that 
 
 Its bytes count against the budget when it is pasted into a training script, so the
 codec set is a parameter: each codec adds one dictionary entry (and an import), and
-`ans` adds the entropy decoder (`artifactkit.ans_decoder_src.DECODER_SOURCE`, verbatim).
+`ans` adds the entropy decoder (`artifactkit.format.ans_decoder_src.DECODER_SOURCE`, verbatim).
 """
 
 from __future__ import annotations
@@ -12,25 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from artifactkit import loader_template as template
 from artifactkit.errors import InputError
+from artifactkit.format import loader_template as template
+from artifactkit.format.akit import ANS_SIDE_CODECS
+from artifactkit.format.ans_decoder_src import DECODER_SOURCE
 
 GENERAL_CODECS = tuple(template.CODEC_SOURCES)  # raw, zlib, lzma, zstd, brotli
 ALL_CODECS = (*GENERAL_CODECS, "ans")
 # Standard-library codecs plus the entropy coder: loads every artifact `pack` writes
 # with its default codec, `--codec ans`, or `--codec auto` on a machine without zstd/brotli.
 DEFAULT_CODECS = ("raw", "zlib", "lzma", "ans")
-# The side sections of an `ans` artifact use the smaller of these (artifact.ANS_SIDE_CODECS).
-ANS_SIDE_CODECS = ("lzma", "zlib")
-
-
-def ans_decoder_source() -> str | None:
-    """DECODER_SOURCE when the entropy coder is part of this build, else None."""
-    try:
-        from artifactkit.ans_decoder_src import DECODER_SOURCE
-    except ImportError:
-        return None
-    return DECODER_SOURCE
 
 
 def parse_codecs(text: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -48,8 +39,6 @@ def parse_codecs(text: str | Iterable[str] | None) -> tuple[str, ...]:
         raise InputError(f"--codecs {text!r}: unknown or empty codec list; use 'all' or a comma list of "
                          f"{', '.join(ALL_CODECS)}")
     if "ans" in names:
-        if ans_decoder_source() is None:
-            raise InputError("--codecs ans: the entropy decoder is not part of this build; leave ans out")
         names.extend(ANS_SIDE_CODECS)
     names.append("raw")  # empty sections are stored as raw by every writer
     return tuple(name for name in ALL_CODECS if name in names)
@@ -85,8 +74,8 @@ def build_loader(codecs: Iterable[str] | str | None = None) -> LoaderSource:
     entries = ", ".join(f'"{name}": {template.CODEC_SOURCES[name][1]}' for name in general)
     parts.append(f"DECOMPRESS = {{{entries}}}\n")
     if "ans" in chosen:
-        parts.append("\n\n# rANS decoder of the codes section (artifactkit.ans_decoder_src.DECODER_SOURCE)\n")
-        parts.append(ans_decoder_source() or "")
+        parts.append("\n\n# rANS decoder of the codes section (artifactkit.format.ans_decoder_src.DECODER_SOURCE)\n")
+        parts.append(DECODER_SOURCE)
     body = template.BODY.replace("{ans}", template.ANS_BRANCH if "ans" in chosen else "")
     parts.append("\n" + body)
     return LoaderSource("".join(parts), chosen)

@@ -5,7 +5,7 @@ This module owns these things:
 
 * `gptq_quantize` - one 2-D weight [rows=out_features, cols=in_features] + its Hessian
   H = 2 X^T X / n [cols, cols] -> (codes int8, scales float16) in the project's intN
-  convention (`artifactkit.clip`). Scales come from the clip rule applied to the
+  convention (`artifactkit.quantize.intn`). Scales come from the clip rule applied to the
   ORIGINAL weights and stay fixed; only the rounding decisions use error feedback.
   `prepare_hessian` does the per-weight O(cols^3) work once (dead columns, act order,
   damped inverse factor) for callers that try many candidates on one weight (`fit`).
@@ -37,16 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from artifactkit.banks import bank_layout, member_names
-from artifactkit.clip import (
-    MSE_STD_MULTIPLES,
-    SEED_PERCENTILES,
-    ClipRule,
-    levels_for,
-    row_clip,
-    scales_from_clip,
-)
 from artifactkit.errors import CheckFailed, InputError
+from artifactkit.plan.banks import bank_layout, member_names
+from artifactkit.plan.clip_rules import MSE_STD_MULTIPLES, SEED_PERCENTILES, ClipRule
+from artifactkit.plan.schemes import int_levels as levels_for
+from artifactkit.quantize.intn import row_clip, scales_from_clip
 
 # Tensor methods that make a converted copy of a weight inside a forward; the copy is
 # followed back to the weight's name.
@@ -83,7 +78,7 @@ def _storage_key(tensor: torch.Tensor) -> tuple[Any, ...] | None:
 
 def weight_names(model: nn.Module) -> dict[tuple[Any, ...], str]:
     """Storage key -> expanded state-dict name, for every 2-D parameter and every
-    dim-0 slice of a 3-D bank parameter of `model` (named by `artifactkit.banks`)."""
+    dim-0 slice of a 3-D bank parameter of `model` (named by `artifactkit.plan.banks`)."""
     names: dict[tuple[Any, ...], str] = {}
     for name, parameter in model.named_parameters():
         if parameter.ndim == 2:
@@ -379,7 +374,7 @@ def gptq_quantize(
     """GPTQ-round `weight` [rows, cols] given its input Hessian [cols, cols].
 
     Returns (codes int8 [rows, cols], scales float16 [rows]) on `weight`'s device, in the
-    convention of `artifactkit.clip.quantize_with_clip`; with an identity (or any
+    convention of `artifactkit.quantize.intn.quantize_with_clip`; with an identity (or any
     diagonal) Hessian the codes equal round-to-nearest exactly. Columns whose Hessian
     diagonal is 0 (inputs never active in calibration) are rounded to nearest and
     exchange no error with the others. `device` picks where the work runs (default:

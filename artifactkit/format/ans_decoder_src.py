@@ -1,6 +1,6 @@
 """The standalone decoder of the rANS codes section, kept as source text.
 
-`DECODER_SOURCE` is the single source of truth for decoding: `artifactkit.ans`
+`DECODER_SOURCE` is the single source of truth for decoding: `artifactkit.format.ans`
 executes this very text to decode, and the exported loader pastes it verbatim
 into a user's script, so the two can never disagree. It needs only numpy and the
 standard library, imports nothing from artifactkit, and is kept small because its
@@ -8,9 +8,9 @@ bytes count against the artifact budget. It defines
 `decode_codes(blob, shapes, bits) -> list[np.ndarray]`, which raises on any
 corrupt, truncated or inconsistent blob: `ValueError` ("corrupt codes blob: ...")
 from its own checks, `struct.error` / `zlib.error` / `lzma.LZMAError` from a
-mangled header or table block (`artifactkit.ans.decode_codes` turns all of them
+mangled header or table block (`artifactkit.format.ans.decode_codes` turns all of them
 into InputError).
-The blob layout is documented in `artifactkit.ans`.
+The blob layout is documented in `artifactkit.format.ans`.
 """
 
 from __future__ import annotations

@@ -54,23 +54,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from artifactkit.artifact import (
-    DEFAULT_CODEC,
-    PackedArtifact,
-    QuantEntry,
-    QuantizedModel,
-    dtype_name,
-    encode_artifact,
-    quantize_state_dict,
-)
-from artifactkit.banks import expand_banks
 from artifactkit.budget import BudgetLine, count_code
 from artifactkit.checkpoint import LoadedCheckpoint, load_checkpoint
-from artifactkit.classify import Classification, UserRules, classify_state_dict
-from artifactkit.clip import MAX_BITS, MIN_BITS, parse_clip_rule
 from artifactkit.errors import CheckFailed, InputError
-from artifactkit.policy import Policy, default_policy, int_scheme
-from artifactkit.quant import QuantizedTensor, quantize
+from artifactkit.format.akit import DEFAULT_CODEC, PackedArtifact, encode_artifact
+from artifactkit.plan.banks import expand_banks, restore_banks
+from artifactkit.plan.classify import Classification, UserRules, classify_state_dict
+from artifactkit.plan.clip_rules import parse_clip_rule
+from artifactkit.plan.policy import Policy, default_policy, int_scheme
+from artifactkit.plan.schemes import MAX_BITS, MIN_BITS, dtype_name
+from artifactkit.quantize.apply import QuantEntry, QuantizedModel, quantize_state_dict
+from artifactkit.quantize.calibration import self_generated, tokens_from_shards
+from artifactkit.quantize.gptq import collect_hessians, gptq_quantize, prepare_hessian
+from artifactkit.quantize.intn import QuantizedTensor, quantize
+from artifactkit.roundtrip.evaluate import default_seq_len
+from artifactkit.roundtrip.model_factory import build_model
+from eval.runtime import load_json_object, resolve_device
 
 DEFAULT_RESOLUTION = 100_000  # DP cells: slack from rounding is at most groups x capacity / this
 DEFAULT_BITS_CHOICES = (4, 5, 6, 7, 8)
@@ -311,8 +310,6 @@ def parse_clip_choices(text: str) -> tuple[str, ...]:
 
 def calibration_tokens(model: torch.nn.Module, options: FitOptions, seq_len: int,
                        device: torch.device) -> tuple[torch.Tensor, str]:
-    from artifactkit.calibration import self_generated, tokens_from_shards
-
     source = options.calib or "self"
     if source == "self":
         tokens = self_generated(model, options.calib_seqs, seq_len, options.seed, device=device,
@@ -332,11 +329,7 @@ class Calibration:
 def collect_calibration(checkpoint: LoadedCheckpoint, options: FitOptions, arch: str,
                         device: torch.device) -> Calibration:
     """Build the model, draw calibration tokens, and measure the Hessian of every F.linear weight."""
-    from artifactkit.gptq import collect_hessians
-    from artifactkit.model_factory import build_model
-    from artifactkit.roundtrip import default_seq_len, load_config_file
-
-    config = load_config_file(options.config) if options.config else dict(checkpoint.config or {})
+    config = load_json_object(options.config) if options.config else dict(checkpoint.config or {})
     # Like roundtrip-eval: the project's factory takes no seq_len, so it lives in the training config.
     seq_len = options.seq_len or default_seq_len(config, checkpoint.train_config)
     model = build_model(arch, config, checkpoint.state_dict, where=str(checkpoint.path)).to(device)
@@ -366,8 +359,6 @@ def kl_sensitivities(calibration: Calibration, state_dict: Mapping[str, torch.Te
     """Per group: KL(float model || model with only this group at its `reference`
     candidate), in nats per calibration token. One forward pass over the calibration
     tokens per group; the float model's log-probabilities are computed once."""
-    from artifactkit.banks import restore_banks
-
     model = calibration.model
     batches = [calibration.tokens[start : start + CALIB_BATCH]
                for start in range(0, calibration.tokens.shape[0], CALIB_BATCH)]
@@ -418,8 +409,6 @@ def measure_group(name: str, category: str, tensor: torch.Tensor, hessian: torch
                   options: FitOptions, policy: Policy, classification: Classification,
                   device: torch.device) -> Group:
     """Quantize one matrix under every (bits, clip) candidate; measure bytes and damage."""
-    from artifactkit.gptq import gptq_quantize, prepare_hessian
-
     group = Group(name, category, tuple(tensor.shape))
     use_gptq = options.gptq and hessian is not None and tensor.ndim == 2
     # Factor the Hessian once for all (bits, clip) candidates of this matrix.
@@ -471,8 +460,6 @@ def pack_plan(state_dict: Mapping[str, torch.Tensor], policy: Policy, groups: li
 def fit_checkpoint(checkpoint_path: str | Path, options: FitOptions) -> FitResult:
     """The whole `fit` pipeline (see the module docstring). Raises CheckFailed when even
     the smallest plan does not fit the budget."""
-    from artifactkit.roundtrip import resolve_device
-
     say = options.progress or (lambda _message: None)
     checkpoint = load_checkpoint(checkpoint_path)
     notices = list(checkpoint.notices)
@@ -513,7 +500,7 @@ def fit_checkpoint(checkpoint_path: str | Path, options: FitOptions) -> FitResul
     for info in classification.tensors:
         tensor = expanded[info.name].detach().cpu()
         scheme, _ = policy.scheme_for(info.name, info.category, tensor)
-        if scheme.kind != "int":
+        if not scheme.is_int:
             continue
         if hessians is not None and info.name not in hessians and damage_proxy != DAMAGE_HESSIAN_KL:
             fixed.append(info.name)

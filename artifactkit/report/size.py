@@ -1,6 +1,6 @@
 """Where an artifact's bytes go: per category and per tensor (measured, not guessed),
 codec comparison, what-if bit widths, and the budget line. Commands print it; plots
-draw it (`artifactkit.plots`).
+draw it (`artifactkit.report.plots`).
 
 Attribution (how `bytes` is measured). Each section of the payload (codes, scales,
 half, fp32, raw) is stored with one codec. For every category we compress that
@@ -32,24 +32,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from artifactkit import codecs as codec_registry
-from artifactkit.artifact import (
-    RAW_DTYPES,
-    SECTIONS,
-    ArtifactReader,
-    QuantEntry,
-    QuantizedModel,
-    _encode_section,
-    byte_join,
-    encode_artifact,
-    section_streams,
-)
-from artifactkit.banks import BankRecord, expand_banks
 from artifactkit.budget import RULE_TEXT, BudgetLine, CodeAccount
-from artifactkit.classify import Classification
 from artifactkit.errors import InputError
-from artifactkit.policy import Policy, Scheme
-from artifactkit.quant import quantize
+from artifactkit.format import codecs as codec_registry
+from artifactkit.format.akit import encode_artifact, encode_section, section_streams
+from artifactkit.format.reader import ArtifactReader
+from artifactkit.plan.banks import expand_banks
+from artifactkit.plan.schemes import SECTIONS, section_bytes
+from artifactkit.quantize.apply import QuantEntry, QuantizedModel
+from artifactkit.quantize.intn import quantize
 
 OVERHEAD = "overhead"
 WHAT_IF_CATEGORIES = ("attn", "mlp", "embed")
@@ -173,58 +164,12 @@ class SizeReport:
         }
 
 
-# --------------------------------------------------------------------------- model from an artifact
-
-
-def model_from_artifact(reader: ArtifactReader) -> QuantizedModel:
-    """The QuantizedModel an artifact stores, rebuilt exactly from its sections (re-encoding
-    it with the artifact's codec gives the same bytes)."""
-    quantized = reader.quantized() if any(t.scheme == "int" for t in reader.tensors) else {}
-    half = byte_join(reader.section("half"), len(reader.section("half")) // 2)
-    fp32 = np.frombuffer(reader.section("fp32"), dtype="<f4")
-    raw = reader.section("raw")
-    positions = dict.fromkeys(("half", "fp32", "raw"), 0)
-    entries = []
-    for tensor in reader.tensors:
-        scheme = Scheme(tensor.scheme, tensor.bits, tensor.clip) if tensor.scheme == "int" else Scheme(tensor.scheme)
-        entry = QuantEntry(tensor.name, tensor.category, scheme, "stored in the artifact", tensor.shape, tensor.dtype)
-        count = tensor.numel
-        if tensor.scheme == "int":
-            entry.quantized = quantized[tensor.name]
-        elif tensor.scheme == "fp16":
-            start = positions["half"]
-            entry.values = torch.from_numpy(half[start : start + count].astype(np.float16)).reshape(tensor.shape)
-            positions["half"] += count
-        elif tensor.scheme == "fp32":
-            start = positions["fp32"]
-            entry.values = torch.from_numpy(fp32[start : start + count].copy()).reshape(tensor.shape)
-            positions["fp32"] += count
-        else:
-            torch_dtype, numpy_dtype = RAW_DTYPES[tensor.dtype]
-            size, start = np.dtype(numpy_dtype).itemsize * count, positions["raw"]
-            array = np.frombuffer(raw[start : start + size], dtype=numpy_dtype).copy()
-            positions["raw"] += size
-            value = torch.from_numpy(array).reshape(tensor.shape)
-            entry.values = value.to(torch.bool) if tensor.dtype == "bool" else value.to(torch_dtype)
-        entries.append(entry)
-    policy = Policy.from_json(reader.header["policy"])
-    banks = [BankRecord.from_json(b) for b in reader.header["banks"]]
-    return QuantizedModel(entries, list(reader.dropped), banks, policy, Classification([]),
-                          dict(reader.header.get("meta", {})))
-
-
 # --------------------------------------------------------------------------- measuring
 
 
 def raw_bytes_of(entry: QuantEntry) -> int:
-    """Uncompressed bytes the entry occupies in its sections."""
-    if entry.scheme.kind == "int":
-        return entry.numel + 2 * entry.shape[0]
-    if entry.scheme.kind == "fp16":
-        return 2 * entry.numel
-    if entry.scheme.kind == "fp32":
-        return 4 * entry.numel
-    return entry.numel * np.dtype(RAW_DTYPES[entry.dtype][1]).itemsize
+    """Uncompressed bytes the entry occupies in its sections (the schemes table)."""
+    return sum(section_bytes(entry.scheme.kind, entry.shape, entry.dtype).values())
 
 
 def code_histogram(entry: QuantEntry) -> np.ndarray:
@@ -264,7 +209,7 @@ class SectionMeter:
             if not streams[name]:
                 result[name] = 0
                 continue
-            used, stored = _encode_section(name, streams[name], codec, group)
+            used, stored = encode_section(name, streams[name], codec, group)
             result[name] = max(1, len(stored) - self.empty_cost(used))
         return result
 
@@ -322,9 +267,7 @@ def attribute(model: QuantizedModel, stored: Mapping[str, int], meter: SectionMe
 
 
 def _in_section(entry: QuantEntry, section: str) -> bool:
-    kind = entry.scheme.kind
-    return {"codes": kind == "int", "scales": kind == "int", "half": kind == "fp16", "fp32": kind == "fp32",
-            "raw": kind == "raw"}[section]
+    return section in section_bytes(entry.scheme.kind, entry.shape, entry.dtype)
 
 
 def compare_codecs(model: QuantizedModel, names: Iterable[str],
@@ -356,7 +299,7 @@ def what_if(model: QuantizedModel, expanded: Mapping[str, torch.Tensor], meter: 
     changed_any: dict[int, bool] = dict.fromkeys(bit_widths, False)
     for category in categories:
         current = [e for e in model.entries if e.category == category]
-        if not any(e.scheme.kind == "int" for e in current):
+        if not any(e.scheme.is_int for e in current):
             continue
         before = (measured or {}).get(category)
         if before is None:
@@ -366,7 +309,7 @@ def what_if(model: QuantizedModel, expanded: Mapping[str, torch.Tensor], meter: 
             changed = []
             for entry in current:
                 scheme, _ = policy.scheme_for(entry.name, category, expanded[entry.name])
-                if scheme == entry.scheme or scheme.kind != "int":
+                if scheme == entry.scheme or not scheme.is_int:
                     changed.append(entry)
                     continue
                 if progress:
@@ -430,14 +373,14 @@ def build_report(reader: ArtifactReader, source: str, source_kind: str, code: Co
     """Measure everything about one artifact. `model` (the in-memory QuantizedModel) and
     `float_state` (the checkpoint's state dict) are given when packing a checkpoint;
     without `float_state` there is no what-if table."""
-    model = model or model_from_artifact(reader)
+    model = model or reader.quantized_model()
     stored = {name: span[1] for name, span in reader.section_spans.items()}
     section_codecs = {name: span[2] for name, span in reader.section_spans.items()}
     meter = SectionMeter(section_codecs)
     category_bytes, tensor_bytes, standalone = attribute(model, stored, meter, progress)
     overhead = reader.artifact_bytes - sum(stored.values())
 
-    histograms = {e.name: code_histogram(e) for e in model.entries if e.scheme.kind == "int"}
+    histograms = {e.name: code_histogram(e) for e in model.entries if e.scheme.is_int}
     tensors = [TensorSize(e.name, e.category, e.scheme.label, e.scheme.stored_bits, e.numel, raw_bytes_of(e),
                           tensor_bytes[e.name], entropy_bits(histograms[e.name]) if e.name in histograms else None)
                for e in model.entries]

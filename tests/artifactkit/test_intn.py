@@ -1,5 +1,5 @@
 """Clip rules and the per-row intN quantizer, checked against straightforward per-row
-loop references written here (numpy / torch.quantile), independent of artifactkit.clip."""
+loop references written here (numpy / torch.quantile), independent of artifactkit.quantize.intn."""
 
 from __future__ import annotations
 
@@ -9,17 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from artifactkit.clip import (
-    MSE_STD_MULTIPLES,
-    SEED_PERCENTILES,
-    SMALLEST_FP16,
-    ClipRule,
-    dequantize,
-    parse_clip_rule,
-    quantize_with_clip,
-    row_clip,
-)
 from artifactkit.errors import InputError
+from artifactkit.plan.clip_rules import MSE_STD_MULTIPLES, SEED_PERCENTILES, ClipRule, parse_clip_rule
+from artifactkit.quantize.intn import SMALLEST_FP16, dequantize, quantize_with_clip, row_clip
 
 
 def heavy_tailed(rows: int, cols: int, seed: int = 0) -> torch.Tensor:

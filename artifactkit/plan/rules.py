@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from artifactkit.errors import InputError
+
 CATEGORIES = ("embed", "attn", "mlp", "control", "training_only", "other")
 
 # Float tensors with more elements than this that land in `other` trip the guard.
@@ -83,8 +85,6 @@ BUILTIN_RULES: tuple[Rule, ...] = (
 
 def validate_category(category: str, where: str) -> str:
     if category not in CATEGORIES:
-        from artifactkit.errors import InputError
-
         raise InputError(f"{where}: unknown category {category!r}; use one of {', '.join(CATEGORIES)}")
     return category
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from artifactkit.errors import InputError
-from artifactkit.rules import SMALL_TENSOR_THRESHOLD, Rule, match_builtin, validate_category
+from artifactkit.plan.rules import SMALL_TENSOR_THRESHOLD, Rule, match_builtin, validate_category
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,7 @@ def ab_report_paths(output: str | Path) -> tuple[Path, Path]:
 def write_ab_report(a_log: RunLog, b_log: RunLog, a: RunSummary, b: RunSummary, output: str | Path,
                     title: str | None = None) -> tuple[Path, Path]:
     """Write OUTPUT.md and OUTPUT.png (atomically); returns their paths."""
-    from artifactkit.plots import loss_curves_figure
+    from artifactkit.report.plots import loss_curves_figure
 
     markdown_path, png_path = ab_report_paths(output)
     title = title or f"A/B: {a.label} vs {b.label}"

@@ -1,7 +1,7 @@
 """Entropy coder for the int codes section: vectorised interleaved rANS in numpy.
 
 Owns `encode_codes` / `decode_codes` (the "codes" section codec). Decoding runs
-the standalone source in `artifactkit.ans_decoder_src.DECODER_SOURCE`, the same
+the standalone source in `artifactkit.format.ans_decoder_src.DECODER_SOURCE`, the same
 text the exported loader pastes into a user's script.
 
 Coder. All codes of all tensors are concatenated (row-major, tensor order) into
@@ -69,9 +69,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from artifactkit.ans_decoder_src import DECODER_SOURCE
-from artifactkit.codecs import lzma_dictionary_size
 from artifactkit.errors import InputError, describe
+from artifactkit.format.ans_decoder_src import DECODER_SOURCE
+from artifactkit.format.codecs import lzma_dictionary_size
+from artifactkit.plan.schemes import int_levels
 
 PRECISION = 14
 LANE_SYMBOLS = 4096
@@ -86,9 +87,7 @@ MAGIC = b"AKC2"
 SECTION = "codes section"
 
 
-def levels(bits: int) -> int:
-    """Largest |code| for a symmetric `bits`-bit quantiser."""
-    return 2 ** (bits - 1) - 1
+levels = int_levels  # largest |code| of symmetric `bits`-bit codes (the schemes table)
 
 
 def lane_count(total_symbols: int) -> int:
@@ -331,7 +330,7 @@ def compress_table_block(table_block: bytes) -> bytes:
 def _standalone_decoder() -> Callable[..., list[np.ndarray]]:
     """`decode_codes` from DECODER_SOURCE, executed exactly as the exported loader does."""
     namespace: dict[str, object] = {}
-    exec(compile(DECODER_SOURCE, "<artifactkit.ans_decoder_src.DECODER_SOURCE>", "exec"), namespace)
+    exec(compile(DECODER_SOURCE, "<artifactkit.format.ans_decoder_src.DECODER_SOURCE>", "exec"), namespace)
     return namespace["decode_codes"]  # type: ignore[return-value]
 
 

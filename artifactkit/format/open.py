@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from artifactkit.artifact import MAGIC, ArtifactReader
 from artifactkit.errors import InputError
-from artifactkit.legacy import LegacyArtifact, read_legacy
+from artifactkit.format.akit import MAGIC
+from artifactkit.format.legacy import LegacyArtifact, read_legacy
+from artifactkit.format.reader import ArtifactReader
 
 
 def open_artifact(path: str | Path) -> ArtifactReader | LegacyArtifact:

@@ -9,9 +9,9 @@ from typing import Any
 import click
 
 from artifactkit.budget import CODE_RULES, DEFAULT_BUDGET
-from artifactkit.classify import UserRules
-from artifactkit.cli import CliState, note
-from artifactkit.policy import DEFAULT_POLICY, NAMED_POLICIES, Policy, resolve_policy
+from artifactkit.commands._framework import CliState, note
+from artifactkit.plan.classify import UserRules
+from artifactkit.plan.policy import DEFAULT_POLICY, NAMED_POLICIES, Policy, resolve_policy
 
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, readable=True)
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 
-from artifactkit.cli import emit_json, guarded, note
+from artifactkit.commands._framework import emit_json, guarded, note
 from artifactkit.errors import CheckFailed, InputError
-from artifactkit.roundtrip import load_tokenizer, load_val_tokens
+from artifactkit.roundtrip.evaluate import load_val_tokens
 from eval.bpb import build_byte_tables
+from eval.runtime import load_tokenizer
 from eval.tokenizer_audit import (
     DEFAULT_CHECK_TOKENS,
     ByteCheck,

@@ -1,28 +1,19 @@
-"""Clip rules as data, and the per-row symmetric intN quantizer they feed.
+"""Per-row symmetric intN quantization: apply a clip rule (`artifactkit.plan.clip_rules`)
+to every row of a 2-D weight [rows=out_features, cols=in_features], round, and restore.
 
-A clip rule decides, for every row of a 2-D weight [rows=out_features, cols=in_features],
-the magnitude `clip[row]` that maps to the largest code. Rules are a frozen dataclass that
-serialises to a short string, so a policy (and the artifact header) can name them:
-
-| string                   | meaning                                                         |
-|--------------------------|-----------------------------------------------------------------|
-| `percentile`             | per row, the MSE-best of the percentiles 0.999, 0.9995, 0.9999,  |
-|                          | 0.99999, 1.0 of abs(w) (the seed's int6 method, chosen per row) |
-| `percentile:0.9999984`   | a fixed per-row percentile of abs(w) (public baseline's int8)   |
-| `std:12.5`               | k times the row's standard deviation                            |
-| `mse`                    | per row, the MSE-best of k*std for 20 k from 2 to 20, or max    |
+Convention, shared with GPTQ, the entropy coder and the standalone loader: for N bits,
+`levels = 2**(N-1) - 1` (`artifactkit.plan.schemes.int_levels`); `scale = fp16(clip /
+levels)` per row; `codes = clamp(round(w / scale), -levels, levels)` as int8, computed
+with the *fp16-rounded* scale; dequantized `codes * scale`. All-zero rows get scale 0
+and codes 0. There is no floor at 1/levels (the seed and the public baseline both
+floored the scale, which rounds rows with max|w| < 1 far too coarsely); a nonzero row's
+scale is floored at the smallest positive float16 so it never underflows to 0, and
+capped at the largest float16 so it never becomes inf.
 
 Percentiles interpolate linearly between order statistics, exactly like
 `torch.quantile(abs(w), q, dim=1)`, but come from one sort per tensor (torch.quantile
 also refuses inputs above 16M elements). Everything is vectorised over rows; the only
 Python loops run over the handful of candidates.
-
-The quantization convention (shared with `artifactkit.quant`): `levels = 2**(bits-1) - 1`,
-`scale = clip / levels` rounded to float16, codes computed with that rounded scale,
-`codes = clamp(round(w / scale), -levels, levels)` as int8, dequant `codes * scale`.
-All-zero rows get scale 0 and codes 0. There is no floor at 1/levels (small rows keep
-their precision); a nonzero row's scale is floored at the smallest positive float16 so
-it never underflows to 0, and capped at the largest float16 so it never becomes inf.
 """
 
 from __future__ import annotations
@@ -32,60 +23,29 @@ from dataclasses import dataclass
 import torch
 
 from artifactkit.errors import InputError
+from artifactkit.plan.clip_rules import MSE_STD_MULTIPLES, SEED_PERCENTILES, ClipRule, parse_clip_rule
+from artifactkit.plan.schemes import MAX_BITS, MIN_BITS, int_levels
 
-MIN_BITS, MAX_BITS = 2, 8
-SEED_PERCENTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
-MSE_STD_MULTIPLES = tuple(float(k) for k in torch.linspace(2.0, 20.0, 20).tolist())
 SMALLEST_FP16 = 2.0**-24  # smallest positive (subnormal) float16
 LARGEST_FP16 = float(torch.finfo(torch.float16).max)
 
-RULE_KINDS = {
-    "percentile": "without a value: per-row MSE-best of the seed percentiles; with q in (0, 1]: that percentile",
-    "std": "k > 0: clip at k times the row's standard deviation",
-    "mse": "no value: per-row MSE-best of k*std (k = 2..20, 20 values) and max|w|",
-}
-RULE_SYNTAX = "use 'percentile', 'percentile:Q' with 0 < Q <= 1, 'std:K' with K > 0, or 'mse'"
+
+@dataclass
+class QuantizedTensor:
+    """One int-quantized tensor: codes and fp16 row scales, and the shape to restore."""
+
+    codes: torch.Tensor  # int8 [rows, cols]
+    scales: torch.Tensor  # float16 [rows]
+    bits: int
+    shape: tuple[int, ...]  # original shape (rows = shape[0], cols = prod(rest))
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return dequantize(self.codes, self.scales, self.shape, dtype)
 
 
-@dataclass(frozen=True)
-class ClipRule:
-    """How each row's clip magnitude is chosen. `value` is the percentile q or the std
-    multiple k; None for the searching rules (`percentile` without q, `mse`)."""
-
-    kind: str
-    value: float | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.value, (int, float)) and not isinstance(self.value, bool):
-            object.__setattr__(self, "value", float(self.value))
-        if self.kind not in RULE_KINDS:
-            raise InputError(f"clip rule {self!s}: unknown kind {self.kind!r}; {RULE_SYNTAX}")
-        if self.kind == "mse" and self.value is not None:
-            raise InputError(f"clip rule {self!s}: 'mse' takes no value; {RULE_SYNTAX}")
-        if self.kind == "std" and (self.value is None or not self.value > 0 or self.value == float("inf")):
-            raise InputError(f"clip rule {self!s}: std multiple must be a finite number > 0; {RULE_SYNTAX}")
-        if self.kind == "percentile" and self.value is not None and not 0.0 < self.value <= 1.0:
-            raise InputError(f"clip rule {self!s}: percentile must lie in (0, 1]; {RULE_SYNTAX}")
-
-    def __str__(self) -> str:
-        return self.kind if self.value is None else f"{self.kind}:{self.value!r}"
-
-    def to_string(self) -> str:
-        """The short form `parse_clip_rule` reads back."""
-        return str(self)
-
-
-def parse_clip_rule(text: str) -> ClipRule:
-    """`"percentile"`, `"percentile:0.9999984"`, `"std:12.5"`, `"mse"` -> ClipRule."""
-    kind, sep, raw_value = text.strip().partition(":")
-    kind = kind.strip().lower()
-    if not sep:
-        return ClipRule(kind)
-    try:
-        value = float(raw_value)
-    except ValueError:
-        raise InputError(f"clip rule {text!r}: {raw_value!r} is not a number; {RULE_SYNTAX}") from None
-    return ClipRule(kind, value)
+def as_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """View an N-D tensor (N >= 2) as [shape[0], prod(shape[1:])] in float32."""
+    return tensor.detach().reshape(tensor.shape[0], -1).to(torch.float32)
 
 
 def _check_weight(weight2d: torch.Tensor, bits: int) -> None:
@@ -98,15 +58,10 @@ def _check_weight(weight2d: torch.Tensor, bits: int) -> None:
         raise InputError(f"bits={bits}: per-row intN supports {MIN_BITS}..{MAX_BITS} bits; choose one of those")
 
 
-def levels_for(bits: int) -> int:
-    """Largest code magnitude of symmetric intN."""
-    return 2 ** (int(bits) - 1) - 1
-
-
 def scales_from_clip(clip_per_row: torch.Tensor, bits: int) -> torch.Tensor:
     """float16 scales `clip / levels`; 0 for rows whose clip is 0, otherwise kept within
     [smallest positive float16, largest float16]."""
-    scale = clip_per_row.float() / levels_for(bits)
+    scale = clip_per_row.float() / int_levels(bits)
     scale = scale.clamp(max=LARGEST_FP16).to(torch.float16)
     floored = scale.clamp(min=SMALLEST_FP16)
     return torch.where(clip_per_row > 0, floored, torch.zeros_like(scale))
@@ -114,7 +69,7 @@ def scales_from_clip(clip_per_row: torch.Tensor, bits: int) -> torch.Tensor:
 
 def quantize_with_scales(weight2d: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:
     """int8 codes for float16 per-row `scales` (rows with scale 0 get codes 0)."""
-    levels = levels_for(bits)
+    levels = int_levels(bits)
     scale32 = scales.float()[:, None]
     safe = torch.where(scale32 > 0, scale32, torch.ones_like(scale32))
     codes = torch.clamp(torch.round(weight2d.float() / safe), -levels, levels)
@@ -131,9 +86,12 @@ def quantize_with_clip(
     return quantize_with_scales(weight2d, scales, bits), scales
 
 
-def dequantize(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """float32 weights `codes * scale` per row."""
-    return codes.float() * scales.float()[:, None]
+def dequantize(codes: torch.Tensor, scales: torch.Tensor, shape: tuple[int, ...] | None = None,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`codes * scale` per row, in float32 arithmetic, reshaped to `shape` (default: the
+    codes' [rows, cols]) and cast to `dtype`."""
+    values = codes.to(torch.float32) * scales.to(torch.float32).unsqueeze(1)
+    return values.reshape(shape if shape is not None else values.shape).to(dtype)
 
 
 def _row_mse(weight32: torch.Tensor, clip: torch.Tensor, bits: int) -> torch.Tensor:
@@ -141,7 +99,7 @@ def _row_mse(weight32: torch.Tensor, clip: torch.Tensor, bits: int) -> torch.Ten
 
     Same arithmetic as `quantize_with_clip` + `dequantize`, fused with in-place ops
     (this runs once per candidate per tensor and dominated pack time)."""
-    levels = levels_for(bits)
+    levels = int_levels(bits)
     scale = scales_from_clip(clip, bits).float()[:, None]
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
     restored = torch.div(weight32, safe).round_().clamp_(-levels, levels).mul_(scale)
@@ -214,3 +172,21 @@ def row_clip(weight2d: torch.Tensor, bits: int, rule: ClipRule) -> torch.Tensor:
             candidates = [k * row_std for k in MSE_STD_MULTIPLES] + [row_max]
             clip = _best_per_row(weight32, bits, candidates)
     return torch.where((clip > 0) | (row_max == 0), clip, row_max)
+
+
+def quantize(tensor: torch.Tensor, bits: int, clip: ClipRule | str) -> QuantizedTensor:
+    """Round-to-nearest per-row intN of an N-D float tensor (N >= 2) under a clip rule."""
+    rule = parse_clip_rule(clip) if isinstance(clip, str) else clip
+    weight = as_rows(tensor)
+    codes, scales = quantize_with_clip(weight, bits, row_clip(weight, bits, rule))
+    return QuantizedTensor(codes, scales, bits, tuple(tensor.shape))
+
+
+def relative_rms_error(original: torch.Tensor, restored: torch.Tensor) -> float:
+    """||w - w_hat|| / ||w|| (0 for an all-zero tensor restored exactly)."""
+    original = original.detach().to(torch.float64)
+    diff = torch.linalg.vector_norm(original - restored.detach().to(torch.float64))
+    norm = torch.linalg.vector_norm(original)
+    if float(norm) == 0.0:
+        return float(diff)
+    return float(diff / norm)

@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
-from artifactkit.artifact import ArtifactTensor, dtype_name
-from artifactkit.classify import classify_name
 from artifactkit.errors import InputError
+from artifactkit.format.reader import ArtifactTensor
+from artifactkit.plan.classify import classify_name
+from artifactkit.plan.schemes import SchemeKind, dtype_name
 
 BASELINE_FORMAT = "int8_clean_per_row_v1"
 MAX_LEGACY_BYTES = 4 << 30  # decompression bound: 4 GiB of torch.save data
@@ -110,7 +111,7 @@ def _read_baseline(obj: Mapping[str, Any], where: str) -> tuple[list[ArtifactTen
             raise InputError(f"{where}: tensor {name!r} has codes but no scale; the file is damaged")
         target = _to_dtype(dtypes.get(name)) or torch.float32
         state[name] = _per_row(codes, scales[name]).to(target)
-        tensors.append(_entry(name, "int", 8, codes, dtype_name(target)))
+        tensors.append(_entry(name, SchemeKind.INT, 8, codes, dtype_name(target)))
     for name, tensor in passthrough.items():
         target = _to_dtype(orig_dtypes.get(name)) or tensor.dtype
         state[name] = tensor.to(target)
@@ -131,7 +132,7 @@ def _read_seed(obj: Mapping[str, Any], where: str) -> tuple[list[ArtifactTensor]
                 raise InputError(f"{where}: tensor {name!r} lacks '{name}.q' or '{name}.s'; the file is damaged")
             dtype = _to_dtype(info.get("dtype")) or torch.float32
             state[name] = _per_row(codes, scale).to(dtype)
-            tensors.append(_entry(name, "int", 6 if info["t"] == "i6" else 8, codes, dtype_name(dtype)))
+            tensors.append(_entry(name, SchemeKind.INT, 6 if info["t"] == "i6" else 8, codes, dtype_name(dtype)))
         elif info in ("pt", "ctrl") or (isinstance(info, Mapping) and info.get("t") in ("pt", "ctrl")):
             if name not in weights:
                 raise InputError(f"{where}: passthrough tensor {name!r} is missing; the file is damaged")

@@ -1,0 +1,10 @@
+"""Stage 4, roundtrip: what quantization costs in val_bpb.
+
+| module          | owns                                                                 |
+|-----------------|----------------------------------------------------------------------|
+| `model_factory` | `module:function` + config -> nn.Module (ours or a user's model)      |
+| `evaluate`      | float vs dequantized val_bpb on identical tokens (`roundtrip-eval`)   |
+
+Distinct from the top-level `eval` package (shards, byte tables, val_bpb), which it
+uses. Imports the foundation, `plan`, `quantize`, `format` and `eval`.
+"""
