@@ -282,9 +282,11 @@ def _plan_levels(histograms: list[np.ndarray], codes: list[np.ndarray], bits: in
     low = min(int(rows.min()) + int(cols.min()) for rows, cols in zip(row_levels, offsets, strict=True))
     mass = np.zeros(1, np.int64)
     for rows, cols in zip(row_levels, offsets, strict=True):
-        level_counts = np.bincount((rows[:, None] + cols[None, :] - low).ravel())
-        mass = np.pad(mass, (0, max(0, len(level_counts) - len(mass))))
-        mass[:len(level_counts)] += level_counts
+        # Codes per level (row level + column offset): the convolution of the two histograms.
+        level_counts = np.convolve(np.bincount(rows - rows.min()), np.bincount(cols - cols.min()))
+        start = int(rows.min()) + int(cols.min()) - low
+        mass = np.pad(mass, (0, max(0, start + len(level_counts) - len(mass))))
+        mass[start:start + len(level_counts)] += level_counts
     tables = min(MAX_LEVEL_TABLES, len(mass))
     first = low + int(np.convolve(mass, np.ones(tables, np.int64), mode="valid").argmax())
     row_tables = [np.clip(rows - first, 0, tables - 1) for rows in row_levels]
