@@ -341,6 +341,7 @@ def per_tensor_table(tensors: list[Tensor], skip_slow: bool, use_lrzip: bool) ->
     codecs = general_codecs(skip_slow)
     columns = ["ans AKC2 model", "ans auto (AKC3)", *codecs] + (["lrzip sorted^T"] if use_lrzip else [])
     totals = dict.fromkeys(["H0", *columns], 0.0)
+    totals6 = dict.fromkeys(["H0", *columns], 0.0)
     lines = ["| tensor | shape | bits | H0 bytes | " + " | ".join(columns) + " |",
              "|---|---|---:|---:|" + "---:|" * len(columns)]
     for t in tensors:
@@ -350,14 +351,17 @@ def per_tensor_table(tensors: list[Tensor], skip_slow: bool, use_lrzip: bool) ->
         sizes.update({name: compress(raw) for name, compress in codecs.items()})
         if use_lrzip:
             sizes["lrzip sorted^T"] = lrzip(sorted_transposed(t.codes))[0]
-        totals["H0"] += bound
-        for name in columns:
-            totals[name] += sizes[name]
+        for scope in (totals, totals6) if t.bits == 6 else (totals,):
+            scope["H0"] += bound
+            for name in columns:
+                scope[name] += sizes[name]
         lines.append(f"| {t.name} | {t.codes.shape[0]}x{t.codes.shape[1]} | {t.bits} | {bound:,.0f} | "
                      + " | ".join(f"{sizes[name] / bound:.4f}" for name in columns) + " |")
-    lines.append(f"| **sum** | | | **{totals['H0']:,.0f}** | "
-                 + " | ".join(f"**{totals[name] / totals['H0']:.4f}**" for name in columns) + " |")
-    return lines, totals
+    for label, scope in (("int6", totals6), ("all", totals)):
+        if scope["H0"]:
+            lines.append(f"| **sum, {label}** | | | **{scope['H0']:,.0f}** | "
+                         + " | ".join(f"**{scope[name] / scope['H0']:.4f}**" for name in columns) + " |")
+    return lines, totals6
 
 
 def progress(text: str) -> None:
@@ -397,7 +401,8 @@ def measure_source(label: str, tensors: list[Tensor], options, use_lrzip: bool) 
     else:
         lines, totals = per_tensor_table(tensors, options.skip_slow, use_lrzip)
         out += lines + [""]
-        summary["per_tensor"] = {name: value / totals["H0"] for name, value in totals.items() if name != "H0"}
+        if totals["H0"]:
+            summary["per_tensor"] = {name: value / totals["H0"] for name, value in totals.items() if name != "H0"}
     if int6:
         out += ["### Context candidates on the int6 codes (measured before choosing)", "",
                 "codes: adaptive (KT) code length per context, tables learned while coding; side: what the decoder "
@@ -405,12 +410,13 @@ def measure_source(label: str, tensors: list[Tensor], options, use_lrzip: bool) 
                 "row); floor: plug-in conditional entropy with tables and side information free.", "",
                 "| context model | codes / H0 | side bytes | (codes + side) / H0 | floor (all free) / H0 |",
                 "|---|---:|---:|---:|---:|"]
-        best_floor = math.inf
+        best_floor = best_side = math.inf
         for name, codes_bytes, side, floor in candidates(int6):
             best_floor = min(best_floor, floor / bound6)
+            best_side = min(best_side, (codes_bytes + side) / bound6)
             out.append(f"| {name} | {codes_bytes / bound6:.4f} | {side:,.0f} | {(codes_bytes + side) / bound6:.4f} | "
                        f"{floor / bound6:.4f} |")
-        summary["best_floor"] = best_floor
+        summary["best_floor"], summary["best_side"] = best_floor, best_side
         out.append("")
     return out, summary
 
@@ -517,12 +523,18 @@ def main() -> None:
         body += lines
         summaries.append(summary)
     head = ["## Summary: codes section bytes / order-0 bound (target <= 0.98 on int6)", "",
-            "| model | int6: auto (default) | int6: AKC2 model | all int: auto | best floor of the candidates "
-            "(tables and side information free) |", "|---|---:|---:|---:|---:|"]
+            "int6: the int6 tensors' codes as one blob (auto = the default, AKC2 model = row classes); brotli-11 "
+            "and lrzip: per int6 tensor, summed (lrzip's permutation not counted); best with side: the best "
+            "context candidate with its side information counted; floor: the best candidate with tables and "
+            "side information free.", "",
+            "| model | int6: auto | int6: AKC2 model | int6: brotli-11 | int6: lrzip sorted^T | all int: auto | "
+            "best with side | floor |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s in summaries:
         int6, every = s.get("int6", (math.nan, math.nan)), s.get("all int", (math.nan, math.nan))
-        head.append(f"| {s['label']} | {int6[0]:.4f} | {int6[1]:.4f} | {every[0]:.4f} | "
-                    f"{s.get('best_floor', math.nan):.4f} |")
+        per_tensor = s.get("per_tensor", {})
+        head.append(f"| {s['label']} | **{int6[0]:.4f}** | {int6[1]:.4f} | {per_tensor.get('brotli-11', math.nan):.4f} | "
+                    f"{per_tensor.get('lrzip sorted^T', math.nan):.4f} | {every[0]:.4f} | "
+                    f"{s.get('best_side', math.nan):.4f} | {s.get('best_floor', math.nan):.4f} |")
     text = preamble + head + [""] + body
     if not options.skip_36m:
         text += timing_36m(options, use_lrzip)

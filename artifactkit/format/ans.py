@@ -46,14 +46,16 @@ picks per bit width (`contexts=True`, "auto") the smallest by estimate of:
 Chosen by measurement (bench/ans_real.py, reports/ans_real.md), per int6 codes section
 vs the per-tensor order-0 bound: a model trained here (RTN) 0.9995 (classes) ->
 0.9940 (levels), its GPTQ codes 0.9919 -> 0.9865, all-MiniLM-L6-v2 0.9943 -> 0.9900;
-the synthetic bench model 0.9847 -> 0.9842 (row-levels). Also measured and not worth
-their side information or decoder bytes: the previous code in the row as a context
-(no gain), and the code above / a linear prediction from the row above after a
-row-similarity order (0.2-0.6 % fewer code bits, more than paid back by the
-permutation). The levels' side information (~4 bits per row and per column) is about
-0.3 % of a small model's codes and is stored, because the decoder's interface has no
-scales; levels use float arithmetic, so another CPU may pick other (equally valid)
-levels: decoding never recomputes them.
+the synthetic bench model 0.9850 -> 0.9845 (row-levels, reports/ans_coder.md). Also
+measured and not worth their side information or decoder bytes: the previous code in
+the row as a context (no gain); the code above / a linear prediction from the row
+above after a row-similarity order (0.2-0.6 % fewer code bits, more than paid back by
+the permutation); a reference row per row, any earlier one, index and slope stored
+(0.1-0.4 % net, but ~300 more decoder bytes, which the exported loader's size limit
+does not have, and an O(rows^2) search per tensor). The levels' side information
+(~4 bits per row and per column) is about 0.3-0.5 % of a small model's codes and is
+stored, because the decoder's interface has no scales; levels use float arithmetic,
+so another CPU may pick other (equally valid) levels: decoding never recomputes them.
 
 Determinism: the same input gives the same bytes on a given numpy build.
 

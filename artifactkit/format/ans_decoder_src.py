@@ -10,7 +10,13 @@ corrupt, truncated or inconsistent blob: `ValueError` ("corrupt codes blob: ..."
 from its own checks, `struct.error` / `zlib.error` / `lzma.LZMAError` from a
 mangled header or table block (`artifactkit.format.ans.decode_codes` turns all of them
 into InputError).
-The blob layout is documented in `artifactkit.format.ans`.
+The blob layout is documented in `artifactkit.format.ans`. Reading the source: a code's
+table is clip(its row's id + its column's offset, the tensor's [first, last] span); an
+AKC1/AKC2 blob has no spans and no offsets, so each code uses its row's table, clipped
+to all tables. The clip keeps every table index inside the tables whatever the ids and
+offsets say (a hostile value can only fail the checksum); the header check caps the
+steps at 2**17 (a hostile one-lane blob) and the tables at len(shapes) + 448.
+Size: 3,026 bytes (AKC2's decoder was 2,707).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ def decode_codes(blob, shapes, bits):
     total, rows, M = sum(n), sum(nrow), 1 << prec
     check(magic in (b"AKC1", b"AKC2", b"AKC3"), "unknown version %r; export the loader with the artifactkit that packed it" % magic)
     v3, ncol = magic == b"AKC3", sum(c for r, c in shapes if r)
-    check(8 <= prec <= 15 and idw in (1, 2) and ntab <= nt + 448 and lanes << 17 >= total, "header")
+    check(8 <= prec <= 15 and idw in (1, 2) and ntab <= nt + 448 and ntab << prec < 1 << 31 and lanes << 17 >= total, "header")
     check(len(blob) == 24 + mlen + 4 * lanes + 2 * nwords and (total > 0) == (0 < lanes <= total), "blob length")
     unz = zlib.decompressobj() if magic == b"AKC1" else lzma.LZMADecompressor(memlimit=1 << 28)
     size = 510 * ntab + idw * rows + v3 * (4 * nt + ncol)
@@ -43,7 +49,7 @@ def decode_codes(blob, shapes, bits):
     check(all(lo <= hi < ntab or not k for (lo, hi), k in zip(span, n)), "table spans")
     sym = np.tile(np.arange(-127, 128) & 255, ntab)
     table = np.repeat(sym | freq << 8, freq) | (np.arange(ntab * M) - np.repeat(np.cumsum(freq) - freq, freq)) << 24
-    base, o, k = np.empty(total, int), 0, 0
+    base, o, k = np.empty(total, np.int32), 0, 0
     for (r, c), t, (lo, hi) in zip(shapes, np.split(ids, np.cumsum(nrow)[:-1]), span):
         if r:
             base[o:o + r * c].reshape(r, c)[:] = np.clip(t[:, None] + off[k:k + c], lo, hi) * M

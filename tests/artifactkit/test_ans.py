@@ -173,6 +173,12 @@ def test_standalone_decoder_source_decodes_in_a_separate_process(tmp_path) -> No
             assert decoded[f"arr_{index}"].dtype == np.int8
 
 
+def test_decoder_source_stays_small() -> None:
+    """Its bytes count in every submission, and the default exported loader (which pastes it)
+    must stay under 7,000 bytes (tests/artifactkit/test_loader.py): ~3 KB is this coder's share."""
+    assert len(DECODER_SOURCE.encode("utf-8")) < 3_100
+
+
 def test_decoder_source_imports_only_numpy_and_stdlib() -> None:
     imports = [line.strip() for line in DECODER_SOURCE.splitlines() if line.startswith(("import", "from"))]
     assert imports == ["import lzma, struct, zlib", "import numpy as np"]
