@@ -16,6 +16,7 @@ from artifactkit.plan.classify import Classification, UserRules, classify_state_
 from artifactkit.plan.policy import Policy, Scheme, default_policy
 from artifactkit.plan.schemes import RAW_DTYPES, SchemeKind, dtype_name, numel_of
 from artifactkit.quantize.intn import QuantizedTensor, quantize, relative_rms_error
+from artifactkit.quantize.lqer import LowRankFactors
 
 
 @dataclass
@@ -31,6 +32,7 @@ class QuantEntry:
     quantized: QuantizedTensor | None = None  # int schemes
     values: torch.Tensor | None = None  # fp16 / fp32 / raw schemes, already in stored dtype
     rel_error: float | None = None
+    lowrank: LowRankFactors | None = None  # int schemes only: an LQER correction stored beside the codes
 
     @property
     def numel(self) -> int:
@@ -42,7 +44,18 @@ class QuantEntry:
         if self.scheme.is_int:
             out["bits"] = self.scheme.bits
             out["clip"] = self.scheme.clip
+            if self.lowrank is not None:
+                out["lowrank"] = self.lowrank.header_json()
         return out
+
+    def restored(self) -> torch.Tensor:
+        """What a model loads for this entry (float32 for int schemes, LQER applied)."""
+        if self.quantized is None:
+            return self.values
+        restored = self.quantized.dequantize().reshape(self.shape[0], -1)
+        if self.lowrank is not None:
+            restored = restored + self.lowrank.correction()
+        return restored.reshape(self.shape)
 
 
 @dataclass
