@@ -80,6 +80,8 @@ def render_text(audit: Audit, against: dict | None) -> str:
     summary = audit.summary()["submission_json"]
     lines += ["", f"submission.json: {len(summary['checked'])} values checked against the logs, "
                   f"{len(summary['unchecked'])} not checkable"]
+    for key, log in summary["one_seed_not_mean"].items():
+        lines.append(f"  {key} is the value of one run ({log}), not the mean over the seeds")
     if audit.problems:
         lines += ["", f"problems ({len(audit.problems)}):"]
         for problem in audit.problems:

@@ -265,6 +265,13 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _resolve_module(dotted: str, bases: list[Path], folder: Path, names: list[str] = ()) -> list[Path]:
     """Local files that `import dotted` (or `from dotted import names`) executes."""
+    try:
+        return _resolve_module_in(dotted, bases, folder, names)
+    except OSError:  # an import_module("...") literal the file system refuses as a name
+        return []
+
+
+def _resolve_module_in(dotted: str, bases: list[Path], folder: Path, names: list[str]) -> list[Path]:
     for base in bases:
         found, current, is_package = [], base, True
         for part in [p for p in dotted.split(".") if p]:

@@ -49,7 +49,7 @@ class Timing:
     limit: float
 
 
-@dataclass
+@dataclass(eq=False)  # a run is itself: two logs are never the same run
 class RunLog:
     path: Path
     copies: list[str] = field(default_factory=list)

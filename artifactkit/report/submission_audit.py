@@ -85,6 +85,7 @@ class Audit:
     problems: list[Problem] = field(default_factory=list)
     claims_checked: list[str] = field(default_factory=list)
     claims_unchecked: list[str] = field(default_factory=list)
+    claims_one_seed: dict[str, str] = field(default_factory=dict)  # top-level claims one log gives, not the mean
 
     @property
     def ok(self) -> bool:
@@ -124,7 +125,8 @@ class Audit:
             "extra_runs": [r.name for r in self.runs if r not in self.primary],
             "ignored_files": self.ignored_files, "headline": self.headline_name,
             "evaluations": self.evaluation_stats(),
-            "submission_json": {"checked": self.claims_checked, "unchecked": self.claims_unchecked},
+            "submission_json": {"checked": self.claims_checked, "unchecked": self.claims_unchecked,
+                                "one_seed_not_mean": self.claims_one_seed},
             "problem_counts": dict(Counter(p.kind for p in self.problems)),
         }
 
@@ -200,22 +202,24 @@ def _agrees(claim: Decimal | int, value: float, value_decimals: int | None, is_m
 
 
 def _supported(claim: Any, runs: list[RunLog], quantities: tuple[str, ...], allow_mean: bool
-               ) -> tuple[bool | None, float | None]:
-    """(agrees?, the closest value) - agrees is None when no log reports the quantity."""
+               ) -> tuple[bool | None, float | None, str | None]:
+    """(agrees?, the closest value, what agreed: "mean" or a log's name); agrees is None
+    when no log reports the quantity. The mean is preferred when both agree."""
     if isinstance(claim, bool) or not isinstance(claim, (Decimal, int)):
-        return None, None
-    candidates: list[tuple[float, int | None, bool]] = []
+        return None, None, None
+    candidates: list[tuple[float, int | None, str]] = []
     for name in quantities:
         per_run = [QUANTITIES[name](r) for r in runs]
-        candidates += [(v, d, False) for values in per_run for v, d in values]
         firsts = [values[0] for values in per_run if values]
         if allow_mean and len(firsts) > 1 and len(firsts) == len(runs):
             candidates.append((sum(v for v, _ in firsts) / len(firsts),
-                               max((d for _, d in firsts if d is not None), default=None), True))
+                               max((d for _, d in firsts if d is not None), default=None), "mean"))
+        candidates += [(v, d, run.name) for run, values in zip(runs, per_run, strict=True) for v, d in values]
     if not candidates:
-        return None, None
+        return None, None, None
     closest = min(candidates, key=lambda c: abs(float(claim) - c[0]))[0]
-    return any(_agrees(claim, v, d, mean) for v, d, mean in candidates), closest
+    agreeing = [label for v, d, label in candidates if _agrees(claim, v, d, label == "mean")]
+    return bool(agreeing), closest, agreeing[0] if agreeing else None
 
 
 def _seed_results(document: Any, path: str = "") -> list[tuple[str, dict]]:
@@ -316,11 +320,13 @@ def check_submission_json(audit: Audit, document: Any) -> None:
             elif not isinstance(claim, list):
                 audit.claims_unchecked.append(key)
             continue
-        agrees, closest = _supported(claim, audit.primary, quantities, allow_mean=True)
+        agrees, closest, matched = _supported(claim, audit.primary, quantities, allow_mean=True)
         if agrees is None:
             audit.claims_unchecked.append(key)
             continue
         audit.claims_checked.append(key)
+        if matched and matched != "mean" and len(audit.primary) > 1:
+            audit.claims_one_seed[key] = matched
         if not agrees:
             audit.problems.append(Problem("submission_json_mismatch", (
                 f"submission.json {key} = {claim} but no seed's log (nor their mean) gives that; "
@@ -340,7 +346,8 @@ def check_submission_json(audit: Audit, document: Any) -> None:
                 if quantities is None and key in run.hyperparameters:
                     _check_setting(audit, f"{where}.{seed}.{key}", claim, run, key)
                     continue
-                agrees, closest = _supported(claim, [run], quantities, allow_mean=False) if quantities else (None, None)
+                agrees, closest, _ = (_supported(claim, [run], quantities, allow_mean=False) if quantities
+                                      else (None, None, None))
                 if agrees is None:
                     audit.claims_unchecked.append(f"{where}.{seed}.{key}")
                     continue

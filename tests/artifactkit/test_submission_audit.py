@@ -98,6 +98,8 @@ def test_parsed_bpb_and_bytes_equal_submission_json(shared_dir, name):
         assert within_rounding(claims["val_loss"], run.headline.val_loss)
         assert within_rounding(claims["pre_quant_val_bpb"], run.pre_quant.val_bpb)
         assert run.artifact_bytes == claims[model_key] and run.total_bytes == claims["bytes_total"]
+        if len(audit.primary) > 1:  # the record states its best seed, and the audit says so
+            assert audit.claims_one_seed["val_bpb"] == run.name
         return
     checked = 0
     sets = [(claims["seed_results"], audit.primary)]
@@ -113,6 +115,7 @@ def test_parsed_bpb_and_bytes_equal_submission_json(shared_dir, name):
     assert checked == len(audit.runs)
     mean = sum(r.headline.val_bpb for r in audit.primary) / len(audit.primary)
     assert abs(float(claims["val_bpb"]) - mean) < 1e-5
+    assert "val_bpb" not in audit.claims_one_seed
 
 
 def test_compressed_wrapper_code_bytes_equal_the_logs(shared_dir):
@@ -454,3 +457,16 @@ def test_submission_json_claims_use_their_own_rounding(shared_dir):
     assert claims["val_bpb"] == Decimal("1.08563")
     assert re.fullmatch(r"seed_results\.\d+\.(val_loss|val_bpb|artifact_bytes|steps)",
                         audit.claims_checked[-1])
+
+
+def test_wrapper_decompression_is_bounded(tmp_path, monkeypatch):
+    import artifactkit.report.audit_code as audit_code
+
+    monkeypatch.setattr(audit_code, "MAX_DECODED_BYTES", 4096)
+    bomb = base64.b85encode(lzma.compress(b"#" * 100_000)).decode()
+    (tmp_path / "train_gpt.py").write_text(f'import lzma,base64\nexec(lzma.decompress(base64.b85decode("{bomb}")))\n',
+                                           encoding="utf-8")
+    code = account_code(tmp_path, "raw")
+    assert code.unreadable == ["train_gpt.py: its exec(...) payload does not decode "
+                               "(ValueError: lzma output exceeds 4,096 bytes)"]
+    assert code.entry_file.wrapper is None and code.counted_bytes == (tmp_path / "train_gpt.py").stat().st_size
