@@ -6,8 +6,8 @@ from __future__ import annotations
 import click
 
 from artifactkit.budget import CODE_RULES, DEFAULT_BUDGET, RULE_TEXT
-from artifactkit.cli import emit_json, guarded
-from artifactkit.commands._common import debug_option, json_option
+from artifactkit.commands._framework import emit_json, guarded
+from artifactkit.commands._options import debug_option, json_option
 from artifactkit.report.submission_audit import Audit, audit_submission, compare
 
 EXIT_CHECK_FAILED = 1
