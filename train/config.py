@@ -51,7 +51,8 @@ class TrainConfig:
     matrix_lr: float = _help("Muon learning rate for the weight banks.", 0.04)
     embed_lr: float = _help("AdamW learning rate for the tied token embedding and the bigram table.", 0.05)
     scalar_lr: float = _help("AdamW learning rate for gains, scales, mixes, gates and small projections.", 0.04)
-    jepa_lr: float = _help("AdamW learning rate for the JEPA predictor and projections.", 0.001)
+    jepa_lr: float = _help("AdamW learning rate for the JEPA predictor and projections (the seed trains them "
+                           "with its scalar group, 0.025).", 0.025)
     adam_beta1: float = _help("AdamW beta1.", 0.9)
     adam_beta2: float = _help("AdamW beta2.", 0.95)
     adam_eps: float = _help("AdamW epsilon.", 1e-8)
@@ -66,12 +67,15 @@ class TrainConfig:
                                     "(1+step)/(10+step).", 0.997)
     swa_every: int = _help("Collect an SWA snapshot every N steps during the warm-down (0 = off); "
                            "when snapshots exist their average replaces the EMA at the end.", 0)
-    jepa_weight: float = _help("Weight of the JEPA + VICReg loss (0 = vanilla cross-entropy; the target encoder "
-                               "is then never built). Annealed to 0 with the LR warm-down.", 0.3)
+    jepa_weight: float = _help("Weight of the JEPA (MSE) loss (0 = vanilla cross-entropy; the target encoder is "
+                               "then never built). Multiplied by the LR multiplier, as in the seed: it ramps up "
+                               "over the LR warm-up and anneals to 0 with the warm-down.", 0.3)
     jepa_latent_dim: int = _help("Width of the JEPA latent (ctx_proj / tgt_proj outputs).", 256)
     jepa_ema_decay: float = _help("EMA decay of the JEPA target encoder's banks.", 0.9995)
-    vicreg_var_weight: float = _help("VICReg variance-term weight (on z_tgt).", 1.0)
-    vicreg_cov_weight: float = _help("VICReg covariance-term weight (on z_tgt).", 0.04)
+    vicreg_weight: float = _help("Weight of the VICReg loss in the total (JEPA runs only). Constant: the seed "
+                                 "neither ramps nor anneals it.", 1.0)
+    vicreg_var_weight: float = _help("VICReg variance-term weight inside the VICReg loss (on z_tgt).", 1.0)
+    vicreg_cov_weight: float = _help("VICReg covariance-term weight inside the VICReg loss (on z_tgt).", 0.04)
     val_every: int = _help("Validate every N steps (0 = only at the end).", 0)
     val_tokens: int = _help("Validate on at most this many tokens (0 = the whole validation set).", 32768)
     log_every: int = _help("Write a log row every N steps.", 1)
@@ -193,5 +197,7 @@ def option_fields() -> list[tuple[str, str, type, str]]:
         rows.append(("train", f.name, field_python_type(train_types[f.name]), f.metadata.get("help", "")))
     model_types = typing.get_type_hints(ModelConfig)
     for f in fields(ModelConfig):
+        if f.name == "config_version":  # a format marker, not a choice
+            continue
         rows.append(("model", f.name, field_python_type(model_types[f.name]), f.metadata.get("help", "")))
     return rows

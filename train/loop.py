@@ -341,7 +341,8 @@ def _run(config: TrainConfig, dist: Distributed, on_step, console) -> RunResult:
         progress = training_progress(step, elapsed_s, config)
         multiplier = lr_multiplier(step, progress, config)
         optimizers.set_schedule(multiplier, muon_momentum(step, config))
-        jepa_weight = config.jepa_weight * warmdown_factor(progress, config)
+        # the seed's JEPA weight follows the whole LR multiplier: ramp-up, then anneal
+        jepa_weight = config.jepa_weight * multiplier
         sums: dict[str, float] = {}
         for micro in range(accum_steps):
             chunk = stream.take(dist.world_size * micro_tokens + 1)
@@ -354,9 +355,9 @@ def _run(config: TrainConfig, dist: Distributed, on_step, console) -> RunResult:
                     parts = objective(inputs, targets)
                 total = parts["loss"]
                 if jepa is not None:
-                    total = total + jepa_weight * (parts["jepa_loss"] + parts["vicreg_loss"])
+                    total = total + jepa_weight * parts["jepa_loss"] + config.vicreg_weight * parts["vicreg_loss"]
                 (total / accum_steps).backward()
-            for name, value in parts.items():
+            for name, value in {**parts, "total_loss": total}.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach()) / accum_steps
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
@@ -392,7 +393,7 @@ def _run(config: TrainConfig, dist: Distributed, on_step, console) -> RunResult:
                "tokens": tokens_seen, "lr_mult": multiplier}
         if jepa is not None:
             row.update({"jepa_weight": jepa_weight, **{k: sums[k] for k in
-                        ("jepa_loss", "vicreg_loss", "z_std_mean", "z_std_min")}})
+                        ("total_loss", "jepa_loss", "vicreg_loss", "z_std_mean", "z_std_min")}})
         if config.val_every > 0 and step % config.val_every == 0 and step < config.iterations:
             row.update(validate())
         if step % config.log_every == 0 or "val_loss" in row or step == config.iterations:
