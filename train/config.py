@@ -29,7 +29,7 @@ def _help(text: str, default: object) -> object:
 class TrainConfig:
     """Everything a training run needs besides the architecture (`model`)."""
 
-    preset: str = _help("Preset the other defaults came from (tiny, seed11, seed20).", "tiny")
+    preset: str = _help("Preset the other defaults came from (tiny, mid, seed11, seed20).", "tiny")
     out: str = _help("Run directory: ckpt.pt, log.jsonl, run.json, train_state.pt.", "runs/train")
     data: str | None = _help("Directory with FineWeb-format shards (train_*.bin / val_*.bin, or the "
                              "fineweb_train_*/fineweb_val_* names). Omitted: the embedded corpus is prepared "
@@ -101,10 +101,22 @@ def _tiny_model() -> ModelConfig:
     return ModelConfig(num_layers=4, model_dim=128, num_heads=4, num_kv_heads=2, xsa_last_n=2)
 
 
+def _mid_model() -> ModelConfig:
+    """4 x 384, 6 query / 3 key-value heads of 64: every attention and MLP matrix is above
+    artifactkit's 65,536-element small-tensor threshold (q/o 147,456, k/v 73,728, MLP
+    442,368 elements), so the default policy really int6-quantizes them."""
+    return ModelConfig(num_layers=4, model_dim=384, num_heads=6, num_kv_heads=3, xsa_last_n=2)
+
+
 PRESETS: dict[str, dict] = {
     # CPU, minutes: the demo and the tests.
     "tiny": {"model": _tiny_model(), "iterations": 200, "seq_len": 128, "batch_tokens": 2048,
              "warmup_steps": 5, "muon_momentum_warmup_steps": 20, "val_tokens": 16384, "save_every": 50},
+    # CPU, <= 15 minutes with --cpu-threads 1: a model artifactkit really quantizes.
+    "mid": {"model": _mid_model(), "iterations": 100, "max_wall_s": 720.0, "seq_len": 256, "batch_tokens": 4096,
+            "warmup_steps": 10, "warmdown_frac": 0.3, "matrix_lr": 0.025, "embed_lr": 0.035, "scalar_lr": 0.025,
+            "muon_momentum_warmup_steps": 25, "grad_clip": 0.3, "val_every": 25, "val_tokens": 0,
+            "log_every": 5, "save_every": 25},
     # The A/B size: 11 layers x 512, GPUs, sp1024 FineWeb.
     "seed11": {"model": ModelConfig(num_layers=11, model_dim=512), "iterations": 20000, "seq_len": 2048,
                "batch_tokens": 786432, "warmup_steps": 20, "warmdown_frac": 0.4, "matrix_lr": 0.025,
