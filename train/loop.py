@@ -1,13 +1,14 @@
-"""The training loop: data resolution, DDP (torchrun's rank variables only), gradient
-accumulation, schedules, JEPA target updates, weight EMA / SWA, periodic validation
-through `eval.evaluate`, the JSON-lines log, resumable state and the final checkpoint.
+"""The training loop: data resolution, torchrun ranks (their rank variables only),
+gradient accumulation, per-rank clipping and the gradient all-reduce, schedules, JEPA
+target updates, weight EMA / SWA, periodic validation through `eval.evaluate`, the
+JSON-lines log, resumable state and the final checkpoint. One step is the seed's step,
+in the seed's order.
 
 `run_training(config)` is the whole run; `python -m train` only parses options.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -30,13 +31,8 @@ from train.config import TrainConfig
 from train.data import PreparedData, TokenStream, file_sha256, load_tokenizer, prepare_embedded_corpus
 from train.jepa import JepaObjective, ema_update
 from train.model import GPT
-from train.optim import (
-    build_optimizers,
-    lr_multiplier,
-    muon_momentum,
-    training_progress,
-    warmdown_factor,
-)
+from train.optim import build_optimizers, lr_multiplier, muon_momentum, warmdown_factor
+from train.precision import apply_seed_master_dtypes
 
 RUN_FORMAT = "artifactkit-run/1"
 
@@ -70,6 +66,26 @@ class Distributed:
         if self.enabled:
             torch.distributed.barrier()
 
+    def broadcast_from_main(self, tensors: list[torch.Tensor]) -> None:
+        """Every rank starts from rank 0's weights (the seed relies on equal seeds alone)."""
+        if self.enabled:
+            for tensor in tensors:
+                torch.distributed.broadcast(tensor.data, src=0)
+
+    def average_gradients(self, parameters: list[torch.Tensor], bf16: set[int]) -> None:
+        """grad <- mean over ranks. Parameters whose id is in `bf16` are averaged in bf16,
+        as the seed reduce-scatters its banks' gradients."""
+        if not self.enabled:
+            return
+        for parameter in parameters:
+            if parameter.grad is None:
+                continue
+            grad = parameter.grad.to(torch.bfloat16) if id(parameter) in bf16 else parameter.grad
+            torch.distributed.all_reduce(grad)  # SUM, then divide: gloo has no AVG
+            grad.div_(self.world_size)
+            if grad is not parameter.grad:
+                parameter.grad.copy_(grad)
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -94,6 +110,17 @@ class TrainingObjective(nn.Module):
         if self.jepa is not None:
             parts.update(self.jepa(self.model, input_ids, hidden))
         return parts
+
+
+def clip_and_average_gradients(parameters: list[torch.Tensor], config: TrainConfig, dist: Distributed,
+                               bf16: set[int] = frozenset()) -> None:
+    """The seed clips each rank's own gradient and then averages over ranks;
+    `grad_clip_global` averages first and clips the mean."""
+    if config.grad_clip > 0 and not config.grad_clip_global:
+        torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+    dist.average_gradients(parameters, bf16)
+    if config.grad_clip > 0 and config.grad_clip_global:
+        torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
 
 
 def resolve_device(name: str, dist: Distributed) -> torch.device:
@@ -204,12 +231,16 @@ def run_training(config: TrainConfig, on_step: Callable[[int, dict], None] | Non
         backend = "nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo"
         torch.distributed.init_process_group(backend=backend)
     threads_before = torch.get_num_threads()
+    tf32_before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     if config.cpu_threads > 0:
         torch.set_num_threads(config.cpu_threads)
+    # the seed allows TF32 for the float32 matmuls autocast leaves (no effect on CPUs)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     try:
         return _run(config, dist, on_step, console)
     finally:
         torch.set_num_threads(threads_before)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32_before
         if dist.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
@@ -242,11 +273,20 @@ def _run(config: TrainConfig, dist: Distributed, on_step, console) -> RunResult:
     stream = TokenStream(data["train_glob"])
 
     torch.manual_seed(config.seed)
-    model = GPT(config.model).to(device)
+    model = GPT(config.model)
+    if config.bf16_master_weights:
+        apply_seed_master_dtypes(model)
+    model = model.to(device)
     jepa = None
     if config.jepa_weight > 0:
+        # built after the dtype rounding: the target banks start as the rounded banks
         jepa = JepaObjective(model, config.jepa_latent_dim, config.jepa_ema_decay,
-                             config.vicreg_var_weight, config.vicreg_cov_weight).to(device)
+                             config.vicreg_var_weight, config.vicreg_cov_weight)
+        if config.bf16_master_weights:
+            apply_seed_master_dtypes(jepa)
+        jepa = jepa.to(device)
+    trainable = list(model.parameters()) + (list(jepa.parameters()) if jepa else [])
+    dist.broadcast_from_main(trainable + (list(jepa.buffers()) if jepa else []))
     optimizers = build_optimizers(model, jepa, config)
     weight_ema = _float_copies(model) if config.weight_ema_decay > 0 else None
     swa_sum: dict[str, torch.Tensor] | None = None
@@ -302,11 +342,9 @@ def _run(config: TrainConfig, dist: Distributed, on_step, console) -> RunResult:
     objective: nn.Module = TrainingObjective(model, jepa)
     if config.compile:
         objective = torch.compile(objective)
-    if dist.enabled:
-        objective = torch.nn.parallel.DistributedDataParallel(
-            objective, device_ids=[device.index] if device.type == "cuda" else None)
-    trainable = [p for p in (list(model.parameters()) + (list(jepa.parameters()) if jepa else []))]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    bf16_gradients = {id(bank) for bank in model.banks().values()} if config.bf16_master_weights else set()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=device.type == "cuda" or config.bf16_master_weights)
 
     def validate() -> dict[str, float]:
         result = evaluate_bpb(model, val_tokens, tables, config.seq_len, device=device,
@@ -336,40 +374,39 @@ def _run(config: TrainConfig, dist: Distributed, on_step, console) -> RunResult:
             torch.distributed.all_reduce(over, op=torch.distributed.ReduceOp.MAX)
         return bool(over.item())
 
-    while step < config.iterations and not out_of_time():
+    finished = step >= config.iterations or out_of_time()
+    while not finished:
         started = time.perf_counter()
-        progress = training_progress(step, elapsed_s, config)
-        multiplier = lr_multiplier(step, progress, config)
+        multiplier = lr_multiplier(step, elapsed_s, config)
+        in_warmdown = warmdown_factor(step, elapsed_s, config) < 1
         optimizers.set_schedule(multiplier, muon_momentum(step, config))
         # the seed's JEPA weight follows the whole LR multiplier: ramp-up, then anneal
         jepa_weight = config.jepa_weight * multiplier
         sums: dict[str, float] = {}
-        for micro in range(accum_steps):
-            chunk = stream.take(dist.world_size * micro_tokens + 1)
-            mine = torch.from_numpy(chunk[dist.rank * micro_tokens: (dist.rank + 1) * micro_tokens + 1]).to(device)
+        for _ in range(accum_steps):
+            # the seed's loader: each rank reads its own micro_tokens + 1 tokens
+            chunk = stream.take(dist.world_size * (micro_tokens + 1))
+            mine = torch.from_numpy(chunk[dist.rank * (micro_tokens + 1): (dist.rank + 1) * (micro_tokens + 1)])
+            mine = mine.to(device)
             inputs, targets = mine[:-1].view(sequences, config.seq_len), mine[1:].view(sequences, config.seq_len)
-            last_micro = micro == accum_steps - 1
-            sync = objective.no_sync() if dist.enabled and not last_micro else contextlib.nullcontext()
-            with sync:
-                with autocast:
-                    parts = objective(inputs, targets)
-                total = parts["loss"]
-                if jepa is not None:
-                    total = total + jepa_weight * parts["jepa_loss"] + config.vicreg_weight * parts["vicreg_loss"]
-                (total / accum_steps).backward()
+            with autocast:
+                parts = objective(inputs, targets)
+            total = parts["loss"]
+            if jepa is not None:
+                total = total + jepa_weight * parts["jepa_loss"] + config.vicreg_weight * parts["vicreg_loss"]
+            (total / accum_steps).backward()
             for name, value in {**parts, "total_loss": total}.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach()) / accum_steps
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+        clip_and_average_gradients(trainable, config, dist, bf16_gradients)
         optimizers.step()
         optimizers.zero_grad()
         if jepa is not None:
             jepa.update_target(model)
-        step += 1
         if weight_ema is not None:
-            decay = min(config.weight_ema_decay, (1 + step) / (10 + step))
+            decay = min(config.weight_ema_decay, step / (step + 10))  # the seed's warm-up, k = steps done before
             ema_update(weight_ema, dict(model.named_parameters()), decay)
-        if config.swa_every > 0 and warmdown_factor(progress, config) < 1 and step % config.swa_every == 0:
+        step += 1
+        if config.swa_every > 0 and in_warmdown and step % config.swa_every == 0:
             if swa_sum is None:
                 swa_sum = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in model.named_parameters()}
             for name, p in model.named_parameters():
@@ -394,9 +431,10 @@ def _run(config: TrainConfig, dist: Distributed, on_step, console) -> RunResult:
         if jepa is not None:
             row.update({"jepa_weight": jepa_weight, **{k: sums[k] for k in
                         ("total_loss", "jepa_loss", "vicreg_loss", "z_std_mean", "z_std_min")}})
-        if config.val_every > 0 and step % config.val_every == 0 and step < config.iterations:
-            row.update(validate())
-        if step % config.log_every == 0 or "val_loss" in row or step == config.iterations:
+        finished = step >= config.iterations or out_of_time()
+        if config.val_every > 0 and (step % config.val_every == 0 or finished):
+            row.update(validate())  # on the last step: the live weights, before averaging (the seed's too)
+        if step % config.log_every == 0 or "val_loss" in row or finished:
             write_row(row)
             say(_console_line(row, config.iterations))
         if config.save_every > 0 and step % config.save_every == 0:
@@ -410,7 +448,7 @@ def _run(config: TrainConfig, dist: Distributed, on_step, console) -> RunResult:
         averaged = None
         if swa_sum is not None and swa_count > 0:
             averaged, weights = {name: tensor / swa_count for name, tensor in swa_sum.items()}, f"swa({swa_count})"
-        elif weight_ema is not None and step > 0:
+        elif weight_ema is not None and step > 0 and step >= config.weight_ema_min_steps:
             averaged, weights = weight_ema, "ema"
         if averaged is not None:
             for name, p in model.named_parameters():

@@ -141,7 +141,8 @@ class BigramHash(nn.Module):
         return hashed
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        projected = F.linear(self.emb(self.bucket_ids(input_ids)), self.proj.weight)
+        embedded = self.emb(self.bucket_ids(input_ids))
+        projected = F.linear(embedded, self.proj.weight.to(embedded.dtype))  # the seed's CastedLinear
         return projected * self.scale.to(projected.dtype)
 
 

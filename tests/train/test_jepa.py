@@ -100,7 +100,7 @@ def test_jepa_weight_ramps_up_with_the_lr_warmup_and_anneals_with_the_warmdown(t
     steps = [row for row in rows if not row.get("final")]
     weights = [row["jepa_weight"] for row in steps]
     assert weights == pytest.approx([0.3 * row["lr_mult"] for row in steps])
-    assert weights[0] < weights[1] == pytest.approx(0.3)  # ramp (warm-up 2 steps)
+    assert weights[:3] == pytest.approx([0.0, 0.15, 0.3])  # ramp: step / warmup_steps (2), 0 first
     assert weights[4] < 0.3 and weights[5] < weights[4]  # anneal
 
 

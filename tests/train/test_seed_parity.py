@@ -187,3 +187,53 @@ def test_jepa_objective_gives_the_seeds_losses_and_gradients():
         scale = seed_parameter.grad.abs().max()
         assert scale > 0
         assert (ours_parameter.grad - seed_parameter.grad).abs().max() <= 1e-3 * scale
+
+
+# The seed's Args (and the environment of its A/B command) -> our TrainConfig field.
+ARGS_TO_TRAIN = {"seed": "seed", "iterations": "iterations", "max_wallclock_seconds": "max_wall_s",
+                 "lr_warmup_steps": "warmup_steps", "warmdown_iters": "warmdown_steps",
+                 "train_batch_tokens": "batch_tokens", "train_seq_len": "seq_len", "val_loss_every": "val_every",
+                 "tied_embed_lr": "embed_lr", "matrix_lr": "matrix_lr", "scalar_lr": "scalar_lr",
+                 "muon_momentum": "muon_momentum", "muon_backend_steps": "muon_ns_steps",
+                 "muon_momentum_warmup_start": "muon_momentum_start",
+                 "muon_momentum_warmup_steps": "muon_momentum_warmup_steps", "beta1": "adam_beta1",
+                 "beta2": "adam_beta2", "adam_eps": "adam_eps", "grad_clip_norm": "grad_clip",
+                 "muon_wd": "muon_weight_decay", "adam_wd": "adam_weight_decay", "d_latent": "jepa_latent_dim",
+                 "jepa_weight": "jepa_weight", "target_ema_decay": "jepa_ema_decay",
+                 "vicreg_var_weight": "vicreg_weight", "num_layers": None}
+
+
+def seed_ab_environment() -> dict[str, str]:
+    """KEY=VALUE settings of the JEPA command in the seed README's Reproduction section."""
+    require_shared()
+    readme = (SHARED / "seed" / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Reproduction", 1)[1].split("```bash", 1)[1].split("torchrun", 1)[0]
+    return dict(token.split("=", 1) for token in block.split() if "=" in token)
+
+
+@pytest.mark.parametrize("preset, layers", [("seed11", 11), ("seed20", 20)])
+def test_seed_presets_are_the_seeds_ab_run(preset, layers):
+    from train.config import preset_config
+
+    defaults = seed_args_defaults()
+    environment = seed_ab_environment()
+    assert environment["NUM_LAYERS"] == "11" and environment["WARMDOWN_ITERS"] == "1000"
+    config = preset_config(preset)
+    for seed_name, ours in ARGS_TO_TRAIN.items():
+        value = environment.get(seed_name.upper(), defaults[seed_name])
+        value = type(defaults[seed_name])(value)
+        if ours is None:
+            continue
+        assert getattr(config, ours) == value, (seed_name, ours, getattr(config, ours), value)
+    assert config.model.num_layers == layers
+    assert config.scalar_weight_decay == defaults["adam_wd"]  # the seed's scalar AdamW decays too
+    assert config.jepa_lr == defaults["scalar_lr"]  # its JEPA heads sit in the scalar group
+    assert config.grad_accum_steps == 0  # 8 // world_size, as the seed
+    # hard-coded in the seed's main(): weight EMA min(0.9995, 1 - 10/(k+10)), applied from 1,000 steps
+    assert (config.weight_ema_decay, config.weight_ema_min_steps) == (0.9995, 1000)
+    assert config.bf16_master_weights and not config.grad_clip_global and not config.compile
+    assert config.swa_every == 0  # the seed collects SWA snapshots but never applies them
+    assert config.val_tokens == 0  # the whole validation set
+    model = config.model
+    assert (model.skip_placement, model.rope_fix_long_context, model.bigram_fix_init) == \
+        ("after_block", False, False)
