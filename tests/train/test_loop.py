@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 
@@ -199,3 +200,18 @@ def test_bf16_master_weights_keep_the_seeds_parameters_in_bf16(tmp_path, prepare
     checkpoint = load_checkpoint(tmp_path / "run" / "ckpt.pt")
     build_model(checkpoint["config"]).load_state_dict(checkpoint["state_dict"])  # artifactkit's path still loads
     assert checkpoint["train_config"]["bf16_master_weights"] is True
+
+
+def test_loop_state_round_trips_through_the_training_state_file(tmp_path):
+    from train.checkpoint import load_training_state, save_training_state
+    from train.loop import LoopState
+
+    state = LoopState(step=7, elapsed_s=1.25, tokens_seen=3584, last_loss=5.5, data={"shard_index": 0, "offset": 99},
+                      weight_ema={"w": torch.arange(4.0)}, swa_sum={"w": torch.ones(4)}, swa_count=2)
+    save_training_state(tmp_path / "state.pt", {**state.to_dict(), "world_size": 1})
+    restored = LoopState.from_dict(load_training_state(tmp_path / "state.pt"))  # weights_only=True inside
+    assert (restored.step, restored.elapsed_s, restored.tokens_seen, restored.last_loss) == (7, 1.25, 3584, 5.5)
+    assert restored.data == {"shard_index": 0, "offset": 99} and restored.swa_count == 2
+    assert torch.equal(restored.weight_ema["w"], torch.arange(4.0)) and torch.equal(restored.swa_sum["w"], torch.ones(4))
+    fresh = LoopState.from_dict(LoopState().to_dict())
+    assert fresh.step == 0 and fresh.swa_sum is None and fresh.weight_ema is None and math.isnan(fresh.last_loss)
