@@ -107,7 +107,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys {unknown}; known keys are {sorted(known)}")
         config = dict(config)
-        if "config_version" not in config:
+        if config.get("config_version", 1) == 1:
             config = {**VERSION_1_VALUES, **config, "config_version": 1}
         return cls(**config)
 
