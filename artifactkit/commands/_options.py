@@ -51,6 +51,8 @@ def policy_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--policy", "policy_name", type=click.Choice(sorted(NAMED_POLICIES)), default=DEFAULT_POLICY,
                         show_default=True,
                         help="int6-mixed: attn+mlp int6, embed int8, other large int8, control fp32, small fp16; "
+                             "seed: the seed's packer exactly (one percentile per tensor, scales floored at 1/levels, "
+                             "small tensors fp16 before the control rule); "
                              "int8: every large tensor int8 (the public baseline); fp16: no integer quantization.")(func)
     return func
 
