@@ -30,7 +30,7 @@ from typing import Any
 import click
 
 from artifactkit.budget import CODE_RULES, DEFAULT_BUDGET, default_code_files
-from artifactkit.commands._framework import CliState, note
+from artifactkit.commands._framework import CliState, note_at_end
 from artifactkit.format.akit import DEFAULT_CODEC
 from artifactkit.format.codecs import available_codecs
 from artifactkit.plan.classify import UserRules
@@ -222,12 +222,12 @@ def budget_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def code_paths(code_files: Sequence[str]) -> list[str]:
     """The code files to count: those given with --code, else ./train_gpt.py when it
-    exists; with neither, a notice says that 0 code bytes are counted."""
+    exists; with neither, a notice (when the command ends) says that 0 code bytes are counted."""
     if code_files:
         return list(code_files)
     found = [str(path) for path in default_code_files()]
     if not found:
-        note(f"notice: no --code given and no ./train_gpt.py in {Path.cwd()}: counting 0 code bytes; "
+        note_at_end(f"notice: no --code given and no ./train_gpt.py in {Path.cwd()}: counting 0 code bytes; "
              "pass --code FILE for every file your submission ships")
     return found
 

@@ -124,6 +124,11 @@ def test_regression_check_without_code_says_it_counts_zero_code_bytes(tmp_path, 
     result = runner.invoke(main, ["check", str(art), "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["code_bytes"] == 0
     assert "notice: no --code given and no ./train_gpt.py" in result.stderr and "counting 0 code bytes" in result.stderr
+    # The notice comes when the command ends, and not after a bad-input error: that stays one line.
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    result = runner.invoke(main, ["fit", str(garbage), "-o", str(tmp_path / "f.akit")])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     (tmp_path / "train_gpt.py").write_text("print(1)\n", encoding="utf-8")
     result = runner.invoke(main, ["check", str(art), "--json"])
     assert json.loads(result.stdout)["code_bytes"] == 9 and "counting 0 code bytes" not in result.stderr
