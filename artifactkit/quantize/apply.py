@@ -67,9 +67,6 @@ class QuantizedModel:
     classification: Classification
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def subset(self, keep: Callable[[QuantEntry], bool]) -> QuantizedModel:
-        """A copy with only some entries (for measuring the bytes a group costs)."""
-        return QuantizedModel([e for e in self.entries if keep(e)], [], [], self.policy, self.classification, {})
 
 
 def quantize_state_dict(
