@@ -107,7 +107,7 @@ def _rewrite_header(data: bytes, change) -> bytes:
     (lambda d: d + b"extra", "trailing"),
     (lambda d: d[:-3] + bytes(b ^ 0xFF for b in d[-3:]), "sha256"),
     (lambda d: d[:PREAMBLE.size] + b"\x00" * 20 + d[PREAMBLE.size + 20 :], "header is corrupt"),
-    (lambda d: _rewrite_header(d, lambda h: h["tensors"][0].update(shape=[1 << 30, 1 << 30])), "implausible|declares"),
+    (lambda d: _rewrite_header(d, lambda h: h["tensors"][0].update(shape=[1 << 30, 1 << 30])), "element limit|declares"),
     (lambda d: _rewrite_header(d, lambda h: h["sections"][0].update(raw_bytes=h["sections"][0]["raw_bytes"] * 1000)),
      "declares"),
     (lambda d: _rewrite_header(d, lambda h: h["tensors"][0].update(scheme="evil")), "unknown scheme"),
@@ -151,3 +151,74 @@ def test_unpack_restores_banks_and_loads_with_weights_only(tmp_path):
     assert list(restored) == list(state)
     assert restored["qo_bank"].shape == state["qo_bank"].shape
     assert (restored["qo_bank"] - state["qo_bank"]).norm() / state["qo_bank"].norm() < 0.08  # int6, t(4) tails
+
+
+def test_inspect_dev_zero_ends_quickly_with_the_cap_in_the_error():
+    for command in (["inspect", "/dev/zero"], ["check", "/dev/zero"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2 and "268,435,456-byte limit" in result.stderr, result.stderr
+
+
+def _bank_edit(header, **changes):
+    header["banks"][0].update(changes)
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda h: h["tensors"][1].update(name=h["tensors"][0]["name"]), "is listed twice"),
+    (lambda h: h["banks"][0]["members"].__setitem__(0, "no.such.tensor"), "which is not a stored tensor"),
+    (lambda h: _bank_edit(h, shape=[h["banks"][0]["shape"][0], 7, 7]), "but its member"),
+    (lambda h: h["banks"].append(dict(h["banks"][0], name="twice")), "belongs to two banks"),
+    (lambda h: _bank_edit(h, name="skip_w"), "the name of another tensor"),
+    (lambda h: h["sections"][2].update(codec="snappy"), "unknown codec 'snappy'"),
+    (lambda h: h["sections"][1].update(codec="ans"), "unknown codec 'ans'"),
+    (lambda h: h["tensors"][4].update(dtype="float8_e4m3fn"), "no artifact stores"),
+    (lambda h: h["tensors"][4].update(dtype="complex128"), "no artifact stores"),
+    (lambda h: h["tensors"][4].update(shape=[1 << 32, 1 << 32]), "element limit"),
+    (lambda h: h["tensors"][4].update(shape=[True, 16]), "invalid shape"),
+    (lambda h: h["sections"].__setitem__(slice(2, 4), h["sections"][3:1:-1]), "in that order"),
+    (lambda h: h.update(policy=[1]), "'policy' is not a dict"),
+])
+def test_lying_headers_are_refused_by_inspect_check_and_unpack(tmp_path, mutate, message):
+    bad = _rewrite_header(_packed_bytes(), mutate)
+    path = tmp_path / "lie.akit"
+    path.write_bytes(bad)
+    for command in (["inspect", str(path)], ["check", str(path)], ["unpack", str(path), "-o", str(tmp_path / "o.pt")]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2 and message in result.stderr, (command, result.stderr)
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_check_decodes_so_it_never_passes_what_unpack_rejects(tmp_path):
+    """A section stream that inflates past its declared size passes every structural check;
+    check (and inspect) decode it, bounded, and refuse it as unpack does."""
+    state = {"skip_w": torch.zeros(300, 300)}  # control: one fp32 section
+    data = pack_state_dict(state, codec="zlib").data
+    _, version, header_len = PREAMBLE.unpack_from(data)
+    header = json.loads(zlib.decompress(data[PREAMBLE.size : PREAMBLE.size + header_len]))
+    bomb = zlib.compress(bytes(64 << 20))
+    payload, offset = b"", 0
+    for section in header["sections"]:
+        part = data[PREAMBLE.size + header_len + offset : PREAMBLE.size + header_len + offset + section["stored_bytes"]]
+        offset += section["stored_bytes"]
+        if section["name"] == "fp32":
+            part = bomb
+            section["stored_bytes"] = len(bomb)
+        payload += part
+    header.update(payload_bytes=len(payload), payload_sha256=hashlib.sha256(payload).hexdigest())
+    block = zlib.compress(json.dumps(header).encode())
+    path = tmp_path / "bomb.akit"
+    path.write_bytes(PREAMBLE.pack(MAGIC, version, len(block)) + block + payload)
+    for command in (["check", str(path)], ["inspect", str(path)], ["unpack", str(path), "-o", str(tmp_path / "o.pt")]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2 and "decompressed to more than" in result.stderr, (command, result.stderr)
+
+
+def test_reader_refuses_an_ans_blob_asking_for_huge_decode_tables():
+    from artifactkit.format.validate import check_ans_tables
+
+    blob = bytearray(24)
+    blob[4], blob[6:8] = 15, struct.pack("<H", 65535)
+    with pytest.raises(InputError, match="65,535 decode tables"):
+        check_ans_tables(bytes(blob), "x")
+    blob[6:8] = struct.pack("<H", 224)
+    check_ans_tables(bytes(blob), "x")  # what the encoder writes at most
