@@ -88,6 +88,8 @@ def pack_command(checkpoint: str, output: str, policy_name: str, bits: str | Non
     meta = {"arch": loaded.arch, "config": loaded.config, "step": loaded.step,
             "tokenizer_sha256": loaded.tokenizer_sha256, "source_kind": loaded.kind}
     packed = pack_state_dict(loaded.state_dict, policy, codec, load_rules(rules_path), meta)
+    for message in packed.model.notices:
+        note(message)
     problems = []
     guard = packed.model.classification.guard_message()
     if guard:

@@ -213,6 +213,47 @@ def test_check_decodes_so_it_never_passes_what_unpack_rejects(tmp_path):
         assert result.exit_code == 2 and "decompressed to more than" in result.stderr, (command, result.stderr)
 
 
+def test_pack_refuses_float8_it_could_not_unpack(tmp_path):
+    ckpt = tmp_path / "f8.pt"
+    torch.save({"b.0.a.q": torch.randn(300, 300).to(torch.float8_e4m3fn),
+                "b.0.a.k": torch.randn(8, 8).to(torch.float8_e5m2), "ok.weight": torch.randn(4, 4)}, ckpt)
+    result = CliRunner().invoke(main, ["pack", str(ckpt), "-o", str(tmp_path / "m.akit")])
+    assert result.exit_code == 2 and not (tmp_path / "m.akit").exists()
+    assert "b.0.a.q (float8_e4m3fn), b.0.a.k (float8_e5m2): dtype not storable" in result.stderr
+    assert "nothing was written" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_pack_refuses_nan_in_an_int_tensor_and_keeps_it_exactly_in_fp16(tmp_path):
+    weight = torch.randn(300, 300)
+    weight[3, 4], weight[5, 6] = float("nan"), float("inf")
+    ckpt, out = tmp_path / "nan.pt", tmp_path / "m.akit"
+    torch.save({"b.0.a.q": weight}, ckpt)
+    result = CliRunner().invoke(main, ["pack", str(ckpt), "-o", str(out)])
+    assert result.exit_code == 2 and not out.exists()
+    assert "b.0.a.q (1 NaN, 1 inf): NaN / inf values" in result.stderr and '"b.0.a.q" = "control"' in result.stderr
+    rules = tmp_path / "keep.toml"
+    rules.write_text('[exact]\n"b.0.a.q" = "control"\n')  # the fix the error gives: fp32, stored exactly
+    small = torch.tensor([[1.0, float("nan")], [float("-inf"), 2.0]])
+    torch.save({"b.0.a.q": weight, "small.weight": small}, ckpt)
+    assert CliRunner().invoke(main, ["pack", str(ckpt), "-o", str(out), "--rules", str(rules)]).exit_code == 0
+    restored = read_artifact(out).state_dict()
+    for name, original in (("b.0.a.q", weight), ("small.weight", small)):  # fp32 by the rule, fp16 as small
+        assert torch.equal(restored[name].isnan(), original.isnan())
+        assert torch.equal(restored[name].nan_to_num(), original.to(restored[name].dtype).nan_to_num())
+
+
+@pytest.mark.parametrize(("scale", "notice"), [
+    (1e30, "300 of 300 rows hold values beyond int6 with fp16 row scales (max |w| "),
+    (1e-30, "300 of 300 nonzero rows are too small for fp16 row scales"),
+])
+def test_pack_notices_extreme_magnitudes_with_the_relative_error(tmp_path, scale, notice):
+    ckpt = tmp_path / "big.pt"
+    torch.save({"b.0.a.q": torch.randn(300, 300) * scale, "b.0.a.k": torch.randn(300, 300)}, ckpt)
+    result = CliRunner().invoke(main, ["pack", str(ckpt), "-o", str(tmp_path / "m.akit")])
+    assert result.exit_code == 0 and notice in result.stderr and "relative error 1" in result.stderr
+    assert result.stderr.count("notice: b.0.a.q") == 1 and "b.0.a.k" not in result.stderr  # ordinary weights: silent
+
+
 def test_reader_refuses_an_ans_blob_asking_for_huge_decode_tables():
     from artifactkit.format.validate import check_ans_tables
 
