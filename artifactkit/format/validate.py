@@ -221,7 +221,8 @@ def check_sections(sections: list[Any], expected: dict[str, int], version: int, 
         require(is_int(stored) and stored >= 0 and is_int(raw), where, f"section '{name}' sizes are malformed")
         require(raw == expected[name], where, f"section '{name}' declares {raw:,} raw bytes but its tensors need "
                 f"{expected[name]:,}")
-        require(codec in codecs.CODECS or codec == "brotli" or (codec == "ans" and name == "codes"), where,
+        require(isinstance(codec, str) and (codec in codecs.CODECS or codec == "brotli"
+                                             or (codec == "ans" and name == "codes")), where,
                 f"section '{name}' has an unknown codec {str(codec)[:40]!r}")
         require(codec != "raw" or stored == raw, where, f"raw section '{name}' stores {stored:,} bytes, not {raw:,}")
         spans[name] = Span(offset, stored, codec, raw)
