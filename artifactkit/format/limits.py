@@ -13,7 +13,9 @@ a file at all is capped in `artifactkit.io` (MAX_ARTIFACT_FILE_BYTES: 256 MiB).
 | MAX_HEADER_BLOCK_BYTES       | 16 MiB     | a real header is ~60 bytes a tensor, zlib'd           |
 | MAX_HEADER_JSON_BYTES        | 16 MiB     | its JSON text (~250k tensors); a zlib bomb stops here |
 | MAX_TOTAL_ELEMENTS           | 2**27      | 134M elements: 2.1x the int2 parameters of 16 MB      |
-| MAX_DECODED_BYTES            | 512 MiB    | all raw section bytes: 2**27 float32 values           |
+| MAX_DECODED_BYTES            | 256 MiB    | all raw section bytes: 2**27 int codes and their      |
+|                              |            | scales fit; 2**26 float32 values (decoding one        |
+|                              |            | section briefly takes twice its size)                 |
 | MAX_RESTORED_BYTES           | 512 MiB    | the state dict unpack builds (numel x dtype size)      |
 | MAX_ANS_TABLE_ENTRIES        | 2**24      | rANS decode tables: 1,024 at 14-bit precision; the   |
 |                              |            | encoder writes at most 224 (ans.CLASS_COUNTS)         |
@@ -26,7 +28,7 @@ from __future__ import annotations
 MAX_HEADER_BLOCK_BYTES = 1 << 24
 MAX_HEADER_JSON_BYTES = 1 << 24
 MAX_TOTAL_ELEMENTS = 1 << 27
-MAX_DECODED_BYTES = 1 << 29
+MAX_DECODED_BYTES = 1 << 28
 MAX_RESTORED_BYTES = 1 << 29
 MAX_ANS_TABLE_ENTRIES = 1 << 24
 MAX_LEGACY_PAYLOAD_BYTES = 1 << 28

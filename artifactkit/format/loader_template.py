@@ -33,9 +33,9 @@ CODEC_SOURCES: dict[str, tuple[str, str]] = {
     "brotli": ("brotli", "lambda b, n: brotli.Decompressor().process(b, output_buffer_limit=n + 1)"),
 }
 
-# CAP: artifactkit.io.MAX_ARTIFACT_FILE_BYTES (file bytes, lzma memory); CAP >> 4: the
-# header's JSON (limits.MAX_HEADER_JSON_BYTES); 2 * CAP: all sections decoded
-# (limits.MAX_DECODED_BYTES).
+# CAP: artifactkit.io.MAX_ARTIFACT_FILE_BYTES (file bytes, lzma memory) and
+# limits.MAX_DECODED_BYTES (all sections, decoded); CAP >> 4: the header's JSON
+# (limits.MAX_HEADER_JSON_BYTES).
 CONSTANTS = 'CAP = 1 << 28\nFLOATS = "float32", "float16", "bfloat16", "float64"\n'
 
 # `{ans}` becomes ANS_BRANCH or "" depending on whether the entropy decoder is included.
@@ -53,8 +53,8 @@ def _need(ok, why):
 def load_artifact(path):
     try:
         return _load(path)
-    except Exception as error:  # whatever damage causes
-        raise ValueError(f"{path}: {type(error).__name__}: {error}") from error
+    except Exception as error:  # whatever damage causes, in one line
+        raise ValueError(f"{path}: {type(error).__name__}: {error}".split("\\n")[0]) from error
 
 
 def _load(path):
@@ -67,7 +67,7 @@ def _load(path):
     payload, sections = data[14 + size:], header["sections"]
     _need(hashlib.sha256(payload).hexdigest() == header["payload_sha256"], "payload sha256 mismatch")
     raws = [s["raw_bytes"] for s in sections]
-    _need(min(raws) >= 0 and sum(raws) <= 2 * CAP, "bad section sizes")
+    _need(min(raws) >= 0 and sum(raws) <= CAP, "bad section sizes")
     tensors, decoded, offset = header["tensors"], {}, 0
     for section, raw in zip(sections, raws):
         size, name, codec = section["stored_bytes"], section["name"], section["codec"]
