@@ -1084,8 +1084,9 @@ def summarize(records: list[dict[str, Any]], seed: int, scale: int, heavy: bool,
         "",
         f"**{total:,} cases, {passed:,} meet the contract ({100 * passed / max(total, 1):.1f}%), "
         f"{executed} pickle payloads executed, peak RSS {peak['peak_rss'] / 2**20:,.0f} MiB** "
-        f"(`{peak['family']}/{peak['name']}`; every case runs in a child forked from a process at "
-        f"{baseline_rss / 2**20:,.0f} MiB after importing artifactkit and torch, and ru_maxrss counts those pages).",
+        f"(`{peak['family']}/{peak['name']}`, as ru_maxrss of a child forked from a process at "
+        f"{baseline_rss / 2**20:,.0f} MiB after importing artifactkit and torch; the heaviest cases are measured "
+        "again in fresh processes below).",
         "",
         "Contract of an error case: exit 2, exactly one `error:` line (the last on stderr; other lines only "
         "`notice:`/`warning:`), no traceback or library warning, nothing written, the input unchanged, no pickle "
@@ -1114,7 +1115,7 @@ def summarize(records: list[dict[str, Any]], seed: int, scale: int, heavy: bool,
         lines += ["## Failures", ""] + [f"- `{r['family']}/{r['name']}`: {'; '.join(r['problems'])}"
                                         for r in failures[:50]] + [""]
     lines += ["Families and what each case does: see the docstring of `bench/fuzz.py`; "
-              "`tests/artifactkit/test_fuzz.py` runs ~400 of the same cases in CI."]
+              "`tests/artifactkit/test_fuzz.py` runs ~500 of the same cases in CI."]
     return "\n".join(lines) + "\n"
 
 
