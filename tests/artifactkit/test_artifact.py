@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
@@ -87,6 +88,7 @@ def test_pack_is_deterministic(tmp_path):
     assert digests[0] == digests[1]
 
 
+@functools.lru_cache(maxsize=1)  # deterministic, and packing it is most of each hostile-file test's time
 def _packed_bytes() -> bytes:
     return pack_state_dict(every_scheme_state(), codec="zlib").data
 
