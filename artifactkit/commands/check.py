@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import click
 
@@ -22,6 +21,7 @@ from artifactkit.commands._options import (
 )
 from artifactkit.errors import InputError
 from artifactkit.format.open import open_artifact
+from artifactkit.io import MAX_TEXT_FILE_BYTES, read_bounded
 from artifactkit.plan.rules import SMALL_TENSOR_THRESHOLD
 
 EXIT_CHECK_FAILED = 1
@@ -40,8 +40,8 @@ def artifact_problems(artifact) -> list[str]:
 def roundtrip_problems(path: str, artifact_bytes: int, max_delta: float) -> tuple[float, list[str]]:
     """(delta_bpb, problems) from a `roundtrip-eval --json` document about this artifact."""
     try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = json.loads(read_bounded(path, MAX_TEXT_FILE_BYTES, "a JSON document").decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InputError(f"{path}: not a readable roundtrip-eval JSON document ({exc}); write it with "
                          "'artifactkit roundtrip-eval CKPT --artifact ARTIFACT --json > FILE'") from exc
     delta = document.get("delta_bpb") if isinstance(document, dict) else None

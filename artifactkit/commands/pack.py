@@ -86,7 +86,7 @@ def pack_command(checkpoint: str, output: str, policy_name: str, bits: str | Non
     policy = build_policy(policy_name, bits, bits_for, clip)
     packed_checkpoint = pack_checkpoint(loaded, policy, codec, load_rules(rules_path), parse_bits(bits))
     packed = packed_checkpoint.packed
-    for message in packed_checkpoint.notices:
+    for message in [*packed.model.notices, *packed_checkpoint.notices]:
         note(message)
     problems = []
     guard = packed.model.classification.guard_message()

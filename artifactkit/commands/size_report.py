@@ -31,6 +31,7 @@ from artifactkit.errors import InputError
 from artifactkit.format.akit import MAGIC
 from artifactkit.format.legacy import read_legacy
 from artifactkit.format.loader_export import loader_for_artifact
+from artifactkit.format.open import read_input
 from artifactkit.format.reader import ArtifactReader
 from artifactkit.io import atomic_write_text, refuse_overwriting_inputs
 from artifactkit.plan.policy import parse_bits
@@ -90,7 +91,7 @@ def size_report_command(path: str, code_files: tuple[str, ...], budget: int, cod
                               [path, rules_path, *code_files])
     compare = parse_codec_list(codec_list)
     progress_note = (lambda text: note(f"size-report: {text}")) if show_progress(progress) else None
-    data = Path(path).read_bytes()
+    data = read_input(path)
     model = float_state = None
     if data[:4] == MAGIC[:4]:
         reader = ArtifactReader(data, path)
