@@ -89,6 +89,28 @@ def _summary(runs: dict[str, Path], equal: str) -> None:
                    f"| {metrics['val_bpb']:.4f} |")
 
 
+# fit's budget in the demo: this share of the default int6 pack's bytes, where the
+# default policy cannot go and quantization damage becomes visible.
+FIT_SHARE = 0.6
+
+
+def _fit_step(run: Path, code_options: list[str], quick: bool) -> list[str]:
+    """`fit` the vanilla run to FIT_SHARE of its int6 pack (code included) and print the
+    roundtrip delta it reaches there; returns the failed step's name, if any."""
+    budget = int(FIT_SHARE * (run / "model.akit").stat().st_size)
+    code_bytes = sum(Path(option).stat().st_size for option in code_options if option != "--code")
+    command = [*_artifactkit_prefix(), "fit", str(run / "ckpt.pt"), "--budget", str(budget + code_bytes),
+               *code_options, "-o", str(run / "fit.akit"), "--calib", str(run / "data" / "train_*.bin"),
+               "--calib-seqs", "8", "--val", str(run / "data" / "val_*.bin"), "--tokenizer",
+               str(run / "tokenizer.model")]
+    if quick:  # a few candidates per matrix: the same steps, seconds instead of a minute
+        command += ["--bits-choices", "6", "--clip-choices", "percentile", "--step-grid", "0.3,0.6"]
+    click.echo(f"\nfit: the same checkpoint at {FIT_SHARE:.0%} of the int6 pack's bytes (+ code), calibrated on "
+               "training shards; it prints the roundtrip val_bpb of what it wrote.")
+    result = _run(command)
+    return [] if result.returncode == 0 else ["fit"]
+
+
 def _roundtrip_line(document: str) -> str:
     data = json.loads(document)
     return (f"val_bpb float {data['val_bpb_fp']:.4f}, dequantized {data['val_bpb_q']:.4f} "
@@ -124,7 +146,7 @@ def demo_command(out: str, quick: bool, wall_s: float, cpu_threads: int) -> None
     code_options = [option for path in code for option in ("--code", path)]
     steps: list[tuple[list[str], list[str], Path | None]] = []
     for run in (vanilla, jepa):
-        steps.append((["pack"], ["pack", str(run / "ckpt.pt"), "-o", str(run / "model.akit")], None))
+        steps.append((["pack"], ["pack", str(run / "ckpt.pt"), "-o", str(run / "model.akit"), *code_options], None))
         steps.append((["roundtrip-eval"], ["roundtrip-eval", str(run / "ckpt.pt"), "--artifact", str(run / "model.akit"),
                                            "--val", str(run / "data" / "val_*.bin"),
                                            "--tokenizer", str(run / "tokenizer.model"), "--json"],
@@ -150,6 +172,8 @@ def demo_command(out: str, quick: bool, wall_s: float, cpu_threads: int) -> None
                 click.echo(f"wrote {json_output}: {_roundtrip_line(result.stdout)}")
         if result.returncode != 0:
             failed.append(name)
+    if "pack" not in failed:
+        failed += _fit_step(vanilla, code_options, quick)
     click.echo(f"\n{SCALE_NOTE}")
     click.secho(f"\ndemo finished in {time.perf_counter() - started:.0f}s; outputs under {out_dir}", bold=True)
     if failed:

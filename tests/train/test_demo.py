@@ -28,7 +28,7 @@ def test_quick_demo_trains_both_runs_and_runs_every_artifactkit_step(tmp_path):
     assert "$ python -m train --preset mid --num-layers 2" in result.stdout
     assert "nothing about the seed's 1.1896" in result.stdout  # says what a CPU run cannot reproduce
     assert "| vanilla (CE) |" in result.stdout and "| JEPA (0.3) |" in result.stdout
-    for step in ("pack", "roundtrip-eval", "size-report", "check", "report ab"):
+    for step in ("pack", "roundtrip-eval", "size-report", "check", "report ab", "fit"):
         assert f"$ artifactkit {step} " in result.stdout, step  # every artifactkit step ran
     # the demo's model is above the small-tensor threshold: pack int6-quantizes attn and MLP
     assert re.search(r"\battn\s+int6\b", result.stdout) and re.search(r"\bmlp\s+int6\b", result.stdout)
@@ -36,6 +36,9 @@ def test_quick_demo_trains_both_runs_and_runs_every_artifactkit_step(tmp_path):
         assert (out / name / "model.akit").is_file()
         roundtrip = json.loads((out / name / "roundtrip.json").read_text())
         assert {"val_bpb_fp", "val_bpb_q", "delta_bpb", "tokens", "bytes", "mode"} <= set(roundtrip)
+    # fit wrote an artifact at 60% of the int6 pack's bytes and evaluated it
+    assert (out / "vanilla" / "fit.akit").stat().st_size <= 0.6 * (out / "vanilla" / "model.akit").stat().st_size
+    assert "roundtrip val_bpb: float" in result.stdout
     for report in ("size.png", "size.md", "ab.png", "ab.md"):
         assert (out / report).stat().st_size > 0, report
     assert "vanilla CE" in (out / "ab.md").read_text()
