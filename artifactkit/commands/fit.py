@@ -6,32 +6,44 @@ from __future__ import annotations
 
 import click
 
-from artifactkit.budget import RULE_TEXT, default_code_files
+from artifactkit.budget import RULE_TEXT
 from artifactkit.commands._framework import emit_json, guarded, note
 from artifactkit.commands._options import (
     EXISTING_FILE,
+    POSITIVE_INT,
     budget_options,
+    code_paths,
+    codec_option,
     debug_option,
+    device_option,
+    input_file,
     json_option,
     load_rules,
+    output_option,
+    progress_option,
     rules_option,
     show_progress,
 )
-from artifactkit.commands.pack import CODEC_CHOICES
 from artifactkit.errors import InputError
+from artifactkit.fit.candidates import (
+    DEFAULT_BITS_CHOICES,
+    DEFAULT_CLIP_CHOICES,
+    DEFAULT_LQER_RANK,
+    DEFAULT_STEP_GRID,
+    MIN_CLIP_STDS,
+    parse_bits_choices,
+    parse_clip_choices,
+    parse_step_grid,
+)
 from artifactkit.fit.pipeline import (
     DAMAGE_CHOICES,
     DAMAGE_HESSIAN_KL,
-    DEFAULT_BITS_CHOICES,
     DEFAULT_CALIB_SEQS,
-    DEFAULT_CLIP_CHOICES,
     FitOptions,
     FitResult,
     fit_checkpoint,
-    parse_bits_choices,
-    parse_clip_choices,
 )
-from artifactkit.format.akit import DEFAULT_CODEC, write_artifact
+from artifactkit.format.akit import write_artifact
 from artifactkit.io import refuse_overwriting_inputs
 from artifactkit.roundtrip.evaluate import RoundtripOptions, roundtrip_eval
 from artifactkit.table import fmt_int, render
@@ -39,14 +51,10 @@ from eval.runtime import load_tokenizer
 from eval.shards import resolve_shards
 
 
-def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise click.BadParameter(f"must be at least 1, got {value}")
-    return value
-
-
 def render_text(result: FitResult, output: str) -> str:
-    rows = [(row["name"], row["category"], "x".join(map(str, row["shape"])), f"int{row['bits']}", row["clip"],
+    rows = [(row["name"], row["category"], "x".join(map(str, row["shape"])),
+             f"int{row['bits']}" + (f"+lqer{row['lqer_rank']}" if row["lqer_rank"] else "")
+             if row["scheme"] == "int" else row["scheme"], row["clip"] or "-",
              row["method"], fmt_int(row["estimated_bytes"]), f"{row['damage']:.4g}") for row in result.plan_rows()]
     line = result.line
     step = result.smallest_step_bytes
@@ -68,16 +76,15 @@ def render_text(result: FitResult, output: str) -> str:
 
 
 @click.command("fit")
-@click.argument("checkpoint", type=EXISTING_FILE)
-@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the .akit artifact (atomically).")
+@input_file("checkpoint", "CHECKPOINT")
+@output_option("the .akit artifact")
 @budget_options
 @click.option("--calib", default=None, metavar="self|GLOB",
               help="Calibration tokens: 'self' (sequences the model samples itself, the default when a model is "
                    "available) or a glob of TRAINING shards. Validation shards are refused.")
-@click.option("--calib-seqs", type=int, default=DEFAULT_CALIB_SEQS, show_default=True, callback=_positive,
+@click.option("--calib-seqs", type=POSITIVE_INT, default=DEFAULT_CALIB_SEQS, show_default=True,
               help="Calibration sequences.")
-@click.option("--seq-len", type=int, callback=_positive,
+@click.option("--seq-len", type=POSITIVE_INT,
               help="Calibration sequence length. Default: seq_len / train_seq_len from the model config, then from "
                    "the checkpoint's training config, else 1024.")
 @click.option("--model", "model_ref", metavar="MODULE:FUNCTION",
@@ -86,9 +93,22 @@ def render_text(result: FitResult, output: str) -> str:
 @click.option("--config", "config_path", type=EXISTING_FILE,
               help="JSON object passed to the factory instead of the checkpoint's 'config' (for raw state dicts).")
 @click.option("--bits-choices", default=",".join(map(str, DEFAULT_BITS_CHOICES)), show_default=True,
-              help="Bit widths each matrix may take.")
+              help="Bit widths each matrix may take with each --clip-choices rule (none: no such candidates); "
+                   "also the widths the --step-grid candidates pick from.")
 @click.option("--clip-choices", default=",".join(DEFAULT_CLIP_CHOICES), show_default=True,
               help="Clip rules each matrix may take: percentile, percentile:Q, std:K, mse.")
+@click.option("--step-grid", "step_grid", default="auto", show_default=True, metavar="auto|none|S,...",
+              help="SDClip candidates: quantization steps in row standard deviations (scale = k * std / levels, "
+                   "step = k / levels). Entropy-coded, the step -- not the nominal width -- sets the bytes, so this is "
+                   f"the rate knob. Each step takes the narrowest width whose range reaches {MIN_CLIP_STDS:g} stds. "
+                   f"auto: {','.join(f'{s:g}' for s in DEFAULT_STEP_GRID)}.")
+@click.option("--keep-float/--no-keep-float", default=True, show_default=True,
+              help="A matrix may also stay fp16 (the policy's scheme for small tensors): with a budget that "
+                   "allows fp16 for everything, fit keeps everything fp16.")
+@click.option("--lqer", "lqer_rank", type=click.IntRange(min=0), default=0, show_default=True, metavar="RANK",
+              help="Also offer every int candidate with a rank-RANK LQER correction of its error (A int2, B int4 in "
+                   f"groups of 64, as the public records store it; {DEFAULT_LQER_RANK} is the records' rank). 0: off. "
+                   "The artifact then needs a loader exported with --artifact or --lowrank.")
 @click.option("--gptq/--no-gptq", default=True, show_default=True,
               help="Quantize candidates with GPTQ (when calibration runs) instead of round-to-nearest.")
 @click.option("--act-order/--no-act-order", default=True, show_default=True,
@@ -100,37 +120,37 @@ def render_text(result: FitResult, output: str) -> str:
               help="With calibration: hessian = tr(dW H dW^T), each layer's output error; hessian-kl = the same "
                    "rescaled per matrix so its fewest-byte candidate equals the output KL it causes alone "
                    "(one extra forward pass over the calibration tokens per matrix).")
-@click.option("--codec", type=click.Choice(CODEC_CHOICES), default=DEFAULT_CODEC, show_default=True,
-              help="Payload codec; candidate bytes are measured with this same codec.")
+@codec_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the calibration tokens.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where calibration and GPTQ run.")
+@device_option
 @click.option("--small-threshold", type=click.IntRange(min=0), default=None,
               help="Tensors with at most this many elements stay fp16 (default: the policy's, 65,536).")
 @rules_option
 @click.option("--val", "val", default=None, help="Validation shards (reporting only): print the roundtrip val_bpb "
               "of the written artifact. Needs --tokenizer.")
 @click.option("--tokenizer", type=EXISTING_FILE, default=None, help="SentencePiece .model for --val.")
-@click.option("--val-max-tokens", type=int, callback=_positive, help="Score at most this many validation targets.")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress notices on stderr (with the time left while sampling calibration text). "
-                   "Default: only when stderr is a terminal.")
+@click.option("--val-max-tokens", type=POSITIVE_INT, help="Score at most this many validation targets.")
+@progress_option
 @json_option
 @debug_option
 @guarded
 def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budget: int, code_rule: str,
                 calib: str | None, calib_seqs: int, seq_len: int | None, model_ref: str | None, config_path: str | None,
-                bits_choices: str,
-                clip_choices: str, gptq: bool, act_order: bool, search_clip: bool, damage: str, codec: str, seed: int, device: str, small_threshold: int | None, rules_path: str | None,
+                bits_choices: str, clip_choices: str, step_grid: str, keep_float: bool, lqer_rank: int, gptq: bool, act_order: bool, search_clip: bool, damage: str, codec: str, seed: int, device: str, small_threshold: int | None, rules_path: str | None,
                 val: str | None, tokenizer: str | None, val_max_tokens: int | None, progress: bool | None,
                 as_json: bool) -> None:
-    """Choose bits and clip for every large matrix of CHECKPOINT so that artifact +
-    code bytes fit --budget with the least damage, then pack and verify the artifact.
+    """Choose how to store every large matrix of CHECKPOINT (bits, clip, SDClip step,
+    fp16, optional LQER) so that artifact + code bytes fit --budget with the least
+    damage, then pack and verify the artifact.
 
-    Damage is the layer output error tr(dW H dW^T) on calibration activations (H from
-    the layer's inputs), rescaled per matrix to the output KL it causes (--damage), when
-    a model factory is known; else the squared weight error.
-    Bytes of every candidate are measured with the real codec; the written artifact
+    Candidates per matrix: what 'pack' stores (so a budget that allows the default pack
+    never gets a worse plan), --bits-choices x --clip-choices with GPTQ, the --step-grid
+    steps, and fp16 (--keep-float). Damage is the layer output error tr(dW H dW^T) on
+    calibration activations (H from the layer's inputs; a tied embedding's lookup role
+    weighted by how often each row is looked up), rescaled per matrix and role to the
+    output KL it causes (--damage), when a model factory is known; else the squared
+    weight error.
+    Bytes of every candidate are measured with the real codec (--codec); the written artifact
     is packed for real and never exceeds the budget. Exit 1 when even the smallest
     plan does not fit.
     """
@@ -141,9 +161,10 @@ def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budge
         load_tokenizer(tokenizer)
         resolve_shards(val)
     options = FitOptions(
-        budget=budget, code_files=list(code_files) or [str(p) for p in default_code_files()], code_rule=code_rule,
+        budget=budget, code_files=code_paths(code_files), code_rule=code_rule,
         calib=calib, calib_seqs=calib_seqs, seq_len=seq_len, model=model_ref, config=config_path,
-        bits_choices=parse_bits_choices(bits_choices), clip_choices=parse_clip_choices(clip_choices), gptq=gptq,
+        bits_choices=parse_bits_choices(bits_choices), clip_choices=parse_clip_choices(clip_choices),
+        step_grid=parse_step_grid(step_grid), keep_float=keep_float, lqer_rank=lqer_rank, gptq=gptq,
         act_order=act_order, search_clip=search_clip, damage=damage,
         codec=codec, seed=seed, device=device, user_rules=load_rules(rules_path),
         small_threshold=small_threshold,
@@ -159,7 +180,8 @@ def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budge
     if val:
         roundtrip = roundtrip_eval(checkpoint, RoundtripOptions(val=val, tokenizer=tokenizer, artifact=output,
                                                                 max_tokens=val_max_tokens, device=device,
-                                                                model=model_ref, config=config_path))
+                                                                model=model_ref, config=config_path,
+                                                                progress=show_progress(progress)))
         document["roundtrip"] = roundtrip.to_json()
     if as_json:
         emit_json(document)

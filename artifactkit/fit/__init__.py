@@ -2,7 +2,10 @@
 
 | module     | owns                                                                         |
 |------------|------------------------------------------------------------------------------|
-| `pipeline` | candidates (bits x clip, GPTQ), measured bytes and damage, the knapsack, verified packs |
+| `candidates` | every way to store one matrix (policy, bits x clip, SDClip steps, fp16, LQER): bytes measured, damage per role |
+| `sensitivity` | calibration (Hessians, lookup counts) and the per-role output KL that scales damage to nats |
+| `knapsack` | the multiple-choice knapsack and the greedy steps that spend the last bytes |
+| `pipeline` | the `fit` steps: calibrate, build groups, scale damage, solve, verify with real packs |
 
 After `format` (candidate bytes are measured with the real codec) and `roundtrip`
 (calibration builds the model from its factory); imports every earlier stage.

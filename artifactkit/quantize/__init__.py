@@ -4,6 +4,7 @@
 |---------------|-------------------------------------------------------------------------|
 | `intn`        | per-row symmetric intN: clip rules applied, rounding, dequantization     |
 | `gptq`        | GPTQ error feedback against layer Hessians, and the Hessian collector    |
+| `lqer`        | LQER: a quantized low-rank correction of a matrix's quantization error   |
 | `calibration` | calibration tokens: training shards or text the model samples itself    |
 | `apply`       | a policy applied to a whole state dict -> `QuantizedModel`               |
 
