@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import lzma
-import time
 from pathlib import Path
 
 import numpy as np
 import zstandard
+from bench_common import timed
 
 from artifactkit.format import ans
 
@@ -72,19 +72,6 @@ def scale_bucket_estimate(codes, scales, bits, buckets: int = 32) -> float:
                                   minlength=buckets * 256)
         total += sum(entropy_bytes(row) for row in counts.reshape(buckets, 256))
     return total
-
-
-def timed(function, repeats: int):
-    """(result, best wall seconds, CPU seconds of that run): CPU time is the fairer number on a
-    busy shared machine, wall time is what a user waits."""
-    best_wall, best_cpu, result = np.inf, np.inf, None
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        result = function()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        if wall < best_wall:
-            best_wall, best_cpu = wall, cpu
-    return result, best_wall, best_cpu
 
 
 def ans_rows(codes, scales, bits, repeats: int, contexts_options=(False, True)):

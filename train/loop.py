@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import sys
 import time
@@ -25,10 +24,11 @@ from torch import nn
 from eval.atomic import atomic_write_text
 from eval.bpb import build_byte_tables
 from eval.evaluate import evaluate_bpb
+from eval.runtime import RankInfo, file_sha256
 from eval.shards import load_tokens, resolve_shards
 from train.checkpoint import load_training_state, save_checkpoint, save_training_state
 from train.config import TrainConfig
-from train.data import PreparedData, TokenStream, file_sha256, load_tokenizer, prepare_embedded_corpus
+from train.data import PreparedData, TokenStream, load_tokenizer, prepare_embedded_corpus
 from train.jepa import JepaObjective, ema_update
 from train.model import GPT
 from train.optim import build_optimizers, lr_multiplier, muon_momentum, warmdown_factor
@@ -42,25 +42,9 @@ class TrainingError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Distributed:
-    """torchrun's rank variables (the only environment the trainer reads)."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @classmethod
-    def from_environment(cls) -> Distributed:
-        return cls(rank=int(os.environ.get("RANK", "0")), local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-                   world_size=int(os.environ.get("WORLD_SIZE", "1")))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
+class Distributed(RankInfo):
+    """torchrun's rank variables (eval.runtime.RankInfo, the only environment the trainer
+    reads) and the collective operations the loop needs."""
 
     def barrier(self) -> None:
         if self.enabled:

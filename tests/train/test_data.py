@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from eval.runtime import file_sha256
 from eval.shards import BOS_ID, read_shard, write_shard
 from train.corpus import Document, embedded_documents, split_documents
 from train.data import (
     TokenStream,
     encode_documents,
-    file_sha256,
     load_tokenizer,
     prepare_text_files,
     train_tokenizer,

