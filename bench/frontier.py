@@ -1,0 +1,768 @@
+"""The frontier benchmark (issue 11): at a given artifact size, how much val_bpb does
+packing cost, for the public baseline, the seed, the leaders' record pipeline (with its
+own codec and with ours), the record pipeline re-tuned for the checkpoint at hand, and
+`artifactkit fit` at the record's size and around it. Writes reports/frontier.md,
+reports/frontier.png and reports/frontier.json.
+
+    python bench/frontier.py --seed-a RUN_A --seed-b RUN_B [--cache-dir runs/frontier-cache]
+    python bench/frontier.py --smoke --work-dir /tmp/frontier-smoke   # tiny, seconds (the CI test)
+
+A RUN directory holds `ckpt.pt`, `tokenizer.model`, `data/train_*.bin` and
+`data/val_*.bin` (what `python -m train` writes for the embedded corpus). Every point is
+a real file under WORK_DIR/artifacts (an .akit, or the record codec's blob) whose size is
+the point's bytes; Δbpb = val_bpb(dequantized) − val_bpb(float), both on the same first
+`--val-tokens` validation targets (standard windows at the training seq_len). The
+record-codec points are scored on the weights decoded back from their blob.
+Calibration (Hessians for the record recipe, fit's own calibration) reads TRAINING
+shards only. Hessians and the float evaluation are cached under --cache-dir, keyed by
+the checkpoint's sha256 and the settings, so reruns skip them.
+
+Selection bias: settings are chosen on seed A and the targets reported on seed B. Here
+that means: fit's options (below) were fixed from runs on seed A; the record pipeline's
+k grid is run on both checkpoints and its frontier taken from each checkpoint's own
+points, which favours the record (it is tuned on the checkpoint it is scored on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the repo root, installed or not
+sys.path.append(str(ROOT / "bench"))  # for record_codec; last, so bench/train.py never shadows the train package
+
+import record_codec  # noqa: E402
+
+from artifactkit.checkpoint import LoadedCheckpoint, load_checkpoint  # noqa: E402
+from artifactkit.errors import CheckFailed  # noqa: E402
+from artifactkit.fit.pipeline import FitOptions, fit_checkpoint  # noqa: E402
+from artifactkit.fit.record import (  # noqa: E402
+    RecordRecipe,
+    akit_stores_lowrank,
+    calibration_seq_len,
+    record_hessians,
+    record_quantize,
+    strip_lowrank,
+)
+from artifactkit.format.akit import encode_artifact, write_artifact  # noqa: E402
+from artifactkit.format.reader import read_artifact  # noqa: E402
+from artifactkit.io import atomic_write_bytes, atomic_write_text  # noqa: E402
+from artifactkit.plan.policy import NAMED_POLICIES  # noqa: E402
+from artifactkit.quantize.apply import quantize_state_dict  # noqa: E402
+from artifactkit.quantize.calibration import tokens_from_shards  # noqa: E402
+from artifactkit.roundtrip.evaluate import default_seq_len, load_val_tokens  # noqa: E402
+from artifactkit.roundtrip.model_factory import build_model  # noqa: E402
+from eval.bpb import build_byte_tables  # noqa: E402
+from eval.evaluate import evaluate_bpb  # noqa: E402
+from eval.runtime import load_tokenizer  # noqa: E402
+
+REPORT_DIR = ROOT / "reports"
+# k multipliers per embedding width. Dense around 1.0-1.4, where fit's budgets (0.90-1.05 x the
+# record's bytes) fall; the int8 embedding costs more bytes at the same k, so its grid is sparser.
+DEFAULT_K_GRID = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.6)
+DEFAULT_K_GRID_E8 = (0.8, 1.0, 1.2, 1.4)
+FIT_FRACTIONS = (0.90, 0.95, 1.00, 1.05)
+MIN_VAL_TOKENS = 65_536  # the issue asks for at least 64k tokens
+# fit's options, fixed from runs on seed A (never re-picked on seed B): its defaults,
+# calibrated on training shards.
+FIT_CALIB_SEQS = 64
+PIPELINES = {  # pipeline key -> (label in tables and plot, marker, colour)
+    "baseline": ("public baseline: int8 + zlib", "s", "#7f7f7f"),
+    "seed": ("seed: percentile int6/int8 + lzma", "D", "#8c564b"),
+    "default": ("artifactkit pack (int6-mixed, ans)", "v", "#17becf"),
+    "record": ("record pipeline, own codec", "*", "#d62728"),
+    "record-ours": ("record pipeline, our .akit", "P", "#ff7f0e"),
+    "record-brotli": ("record pipeline, as the 04-29 record ships (shuffle + brotli-11)", "X", "#e377c2"),
+    "retuned-e7": ("record re-tuned: k × m, embedding int7", "o", "#1f77b4"),
+    "retuned-e8": ("record re-tuned: k × m, embedding int8", "^", "#9467bd"),
+    "fit": ("artifactkit fit", "h", "#2ca02c"),
+}
+
+
+@dataclass
+class Settings:
+    """What one benchmark run uses (written into the report)."""
+
+    val_tokens: int = MIN_VAL_TOKENS
+    calib_seqs: int = 64
+    k_grid: tuple[float, ...] = DEFAULT_K_GRID  # with the int7 embedding (the record's width)
+    k_grid_e8: tuple[float, ...] = DEFAULT_K_GRID_E8  # with an int8 embedding; () = none
+    fit_fractions: tuple[float, ...] = FIT_FRACTIONS
+    fit_calib_seqs: int = FIT_CALIB_SEQS
+    small_threshold: int | None = None  # None: 65,536 everywhere (smoke lowers it)
+    fit_bits: tuple[int, ...] | None = None  # None: fit's defaults
+    fit_clips: tuple[str, ...] | None = None
+    fit_search_clip: bool = True
+    fit_codec: str = "ans"
+    grid_variant: str | None = None  # the re-tuned points' codec variant; None: the record point's
+    threads: int = 1
+    smoke: bool = False
+
+
+@dataclass
+class Point:
+    """One measured artifact."""
+
+    checkpoint: str  # "A" | "B"
+    pipeline: str  # a PIPELINES key
+    setting: str
+    codec: str
+    bytes: int | None
+    delta_bpb: float | None
+    path: str | None
+    seconds: float
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """One checkpoint with everything the points need."""
+
+    name: str
+    role: str
+    run_dir: Path
+    checkpoint_path: Path
+    checkpoint: LoadedCheckpoint
+    config: dict[str, Any]
+    seq_len: int
+    val_tokens: np.ndarray
+    tables: Any
+    train_glob: str
+    sha256: str
+    float_bpb: float = float("nan")
+    float_seconds: float = 0.0
+    hessians: dict[str, torch.Tensor] = field(default_factory=dict)
+    hessian_seconds: float = 0.0
+
+    def evaluate(self, state_dict: dict[str, torch.Tensor]) -> float:
+        model = build_model(self.checkpoint.arch, self.config, state_dict, where=str(self.checkpoint_path))
+        return evaluate_bpb(model, self.val_tokens, self.tables, seq_len=self.seq_len).val_bpb
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} cpu {time.process_time():.0f} s] {message}", file=sys.stderr, flush=True)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- setup and caches
+
+
+def open_run(name: str, role: str, run_dir: Path, settings: Settings, cache_dir: Path) -> Run:
+    checkpoint_path = run_dir / "ckpt.pt"
+    checkpoint = load_checkpoint(checkpoint_path)
+    config = dict(checkpoint.config or {})
+    seq_len = default_seq_len(config, checkpoint.train_config)
+    sp, _ = load_tokenizer(run_dir / "tokenizer.model")
+    tokens = np.asarray(load_val_tokens(str(run_dir / "data" / "val_*.bin")))
+    if len(tokens) - 1 < settings.val_tokens and not settings.smoke:
+        raise SystemExit(f"{run_dir}: the validation shards hold {len(tokens) - 1:,} targets, fewer than "
+                         f"--val-tokens {settings.val_tokens:,}; prepare more validation text or lower it")
+    run = Run(name, role, run_dir, checkpoint_path, checkpoint, config, seq_len,
+              tokens[: settings.val_tokens + 1], build_byte_tables(sp, vocab_size=config.get("vocab_size")),
+              str(run_dir / "data" / "train_*.bin"), file_sha256(checkpoint_path))
+    key_dir = cache_dir / run.sha256[:16]
+    key_dir.mkdir(parents=True, exist_ok=True)
+    tokens_key = hashlib.sha256(run.val_tokens.astype("<u2").tobytes()).hexdigest()[:12]
+    float_file = key_dir / f"float_{tokens_key}_{seq_len}.json"
+    if float_file.is_file():
+        cached = json.loads(float_file.read_text())
+        run.float_bpb, run.float_seconds = cached["val_bpb"], cached["seconds"]
+        say(f"{name}: float val_bpb {run.float_bpb:.6f} (cached)")
+    else:
+        begin = time.perf_counter()
+        run.float_bpb = run.evaluate(checkpoint.state_dict)
+        run.float_seconds = time.perf_counter() - begin
+        atomic_write_text(float_file, json.dumps({"val_bpb": run.float_bpb, "seconds": run.float_seconds}))
+        say(f"{name}: float val_bpb {run.float_bpb:.6f} ({run.float_seconds:.0f} s)")
+    recipe = RecordRecipe(calibration_sequences=settings.calib_seqs)
+    calib_len = calibration_seq_len(recipe, checkpoint, config)
+    hessian_file = key_dir / f"hessians_{settings.calib_seqs}x{calib_len}_seed{recipe.seed}.pt"
+    if hessian_file.is_file():
+        run.hessians = torch.load(hessian_file, weights_only=True)
+        say(f"{name}: {len(run.hessians)} Hessians (cached)")
+    else:
+        begin = time.perf_counter()
+        tokens_calib = tokens_from_shards(run.train_glob, settings.calib_seqs, calib_len, recipe.seed)
+        model = build_model(checkpoint.arch, config, checkpoint.state_dict, where=str(checkpoint_path))
+        run.hessians = record_hessians(model, tokens_calib, "cpu")
+        run.hessian_seconds = time.perf_counter() - begin
+        buffer_path = hessian_file.with_suffix(".tmp")
+        torch.save(run.hessians, buffer_path)
+        os.replace(buffer_path, hessian_file)
+        say(f"{name}: {len(run.hessians)} Hessians on {settings.calib_seqs} x {calib_len} training tokens "
+            f"({run.hessian_seconds:.0f} s)")
+    return run
+
+
+# --------------------------------------------------------------------------- points
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def akit_point(run: Run, pipeline: str, setting: str, packed, out_dir: Path, seconds: float, notes: str = "",
+               extra: dict | None = None) -> Point:
+    """Write the artifact, read it back from disk, score its dequantized weights."""
+    path = out_dir / f"{slug(pipeline + '_' + setting)}.akit"
+    write_artifact(path, packed)
+    delta = run.evaluate(read_artifact(path).state_dict()) - run.float_bpb
+    point = Point(run.name, pipeline, setting, packed.header["codec"], path.stat().st_size, delta, str(path),
+                  seconds, notes, extra or {})
+    say(f"{run.name}: {PIPELINES[pipeline][0]} [{setting}] {point.bytes:,} B  Δbpb {delta:+.5f}")
+    return point
+
+
+def policy_points(run: Run, settings: Settings, out_dir: Path) -> list[Point]:
+    seed_policy = "seed" if "seed" in NAMED_POLICIES else "int6-mixed"
+    specs = [("baseline", "int8", "zlib", ""),
+             ("seed", seed_policy, "lzma", "" if seed_policy == "seed" else
+              "no --policy seed yet: int6-mixed (the seed's percentile int6 / int8 rules) + lzma stands in"),
+             ("default", "int6-mixed", "ans", "")]
+    points = []
+    meta = {"arch": run.checkpoint.arch, "config": run.checkpoint.config}
+    for pipeline, policy_name, codec, notes in specs:
+        policy = NAMED_POLICIES[policy_name]
+        if settings.small_threshold is not None:
+            policy = replace(policy, small_threshold=settings.small_threshold)
+        begin = time.perf_counter()
+        packed = encode_artifact(quantize_state_dict(run.checkpoint.state_dict, policy, meta=meta), codec)
+        points.append(akit_point(run, pipeline, f"--policy {policy_name} --codec {codec}", packed, out_dir,
+                                 time.perf_counter() - begin, notes))
+    return points
+
+
+def recipe_for(settings: Settings, **changes: Any) -> RecordRecipe:
+    recipe = RecordRecipe(calibration_sequences=settings.calib_seqs)
+    if settings.small_threshold is not None:
+        recipe = replace(recipe, small_threshold=settings.small_threshold)
+    return replace(recipe, **changes)
+
+
+def record_codec_point(run: Run, pipeline: str, setting: str, model, variant: str, out_dir: Path,
+                       quantize_seconds: float, same_weights_as: Point | None = None) -> Point:
+    """Encode with the record codec, decode from the file, score the decoded weights
+    (or, with `same_weights_as`, take that point's Δbpb: the decoded arrays were just
+    checked bit for bit against the same quantized model, so the weights are identical)."""
+    path = out_dir / f"{slug(pipeline + '_' + setting + '_' + variant)}.rcdc"
+    result, decoded = record_codec.measure(model, variant, path)
+    if result.skipped:
+        say(f"{run.name}: {pipeline} [{setting}] {variant}: skipped ({result.skipped})")
+        return Point(run.name, pipeline, setting, variant, None, None, None, 0.0, f"skipped: {result.skipped}")
+    notes = ""
+    if same_weights_as is not None and same_weights_as.delta_bpb is not None:
+        delta = same_weights_as.delta_bpb
+        notes = "same decoded weights as the own-codec point"
+    else:
+        delta = run.evaluate(record_codec.parts_state_dict(decoded)) - run.float_bpb
+    point = Point(run.name, pipeline, setting, variant, result.bytes, delta, str(path),
+                  quantize_seconds + result.seconds, notes, {"codes_bytes": result.codes_bytes,
+                                                             "lqer": list(model.meta.get("lqer", []))})
+    say(f"{run.name}: {PIPELINES[pipeline][0]} [{setting}] {variant} {point.bytes:,} B  Δbpb {delta:+.5f}")
+    return point
+
+
+def quantize_recipe(run: Run, recipe: RecordRecipe):
+    begin = time.perf_counter()
+    model = record_quantize(run.checkpoint.state_dict, run.hessians, recipe,
+                            meta={"arch": run.checkpoint.arch, "config": run.checkpoint.config})
+    return model, time.perf_counter() - begin
+
+
+def record_points(run: Run, settings: Settings, out_dir: Path, record_variant: str) -> list[Point]:
+    """The record recipe as published: its own codec (both variants) and our .akit."""
+    model, seconds = quantize_recipe(run, recipe_for(settings))
+    setting = "k_mult=1.0, embed int7 (the record's constants)"
+    points = [record_codec_point(run, "record", setting, model, record_variant, out_dir, seconds)]
+    if record_variant != "brotli":
+        points.append(record_codec_point(run, "record-brotli", setting, model, "brotli", out_dir, seconds,
+                                         same_weights_as=points[0]))
+    notes = ""
+    if not akit_stores_lowrank():
+        dropped = strip_lowrank(model)
+        notes = (f"WITHOUT LQER: this .akit cannot store LQER factors yet, so the corrections of "
+                 f"{', '.join(dropped)} are neither counted nor applied")
+    begin = time.perf_counter()
+    packed = encode_artifact(model)
+    points.append(akit_point(run, "record-ours", setting, packed, out_dir, seconds + time.perf_counter() - begin,
+                             notes, {"lqer": list(model.meta.get("lqer", []))}))
+    return points
+
+
+def retuned_points(run: Run, settings: Settings, out_dir: Path, record_variant: str,
+                   record: Point) -> list[Point]:
+    """The recipe with every k times m, embedding int7 and int8, own codec. The grid point
+    that IS the record (m = 1, int7, same codec) reuses the record's measurement."""
+    variant = settings.grid_variant or record_variant
+    points = []
+    for embed_bits, grid in ((7, settings.k_grid), (8, settings.k_grid_e8)):
+        for multiple in grid:
+            setting = f"k_mult={multiple:g}, embed int{embed_bits}"
+            if (multiple, embed_bits, variant) == (1.0, 7, record.codec) and record.bytes is not None:
+                point = replace(record, pipeline="retuned-e7", setting=setting, extra=dict(record.extra),
+                                notes="the record's own point")
+            else:
+                model, seconds = quantize_recipe(run, recipe_for(settings, k_mult=multiple, embed_bits=embed_bits))
+                point = record_codec_point(run, f"retuned-e{embed_bits}", setting, model, variant, out_dir, seconds)
+            point.extra.update(k_mult=multiple, embed_bits=embed_bits)
+            points.append(point)
+    return points
+
+
+def fit_point(run: Run, settings: Settings, budget: int, label: str, out_dir: Path) -> Point:
+    options = FitOptions(budget=budget, calib=run.train_glob, calib_seqs=settings.fit_calib_seqs, seed=0,
+                         codec=settings.fit_codec)
+    changes: dict[str, Any] = {"search_clip": settings.fit_search_clip}
+    if settings.small_threshold is not None:
+        changes["small_threshold"] = settings.small_threshold
+    if settings.fit_bits is not None:
+        changes["bits_choices"] = settings.fit_bits
+    if settings.fit_clips is not None:
+        changes["clip_choices"] = settings.fit_clips
+    options = replace(options, **changes)
+    begin = time.perf_counter()
+    try:
+        fitted = fit_checkpoint(run.checkpoint_path, options)
+    except CheckFailed as exc:
+        say(f"{run.name}: fit at {label} ({budget:,} B): does not fit ({exc})")
+        return Point(run.name, "fit", label, settings.fit_codec, None, None, None, time.perf_counter() - begin,
+                     f"does not fit: {exc}", {"budget": budget})
+    seconds = time.perf_counter() - begin
+    widths: dict[str, int] = {}
+    for row in fitted.plan_rows():
+        widths[f"int{row['bits']}"] = widths.get(f"int{row['bits']}", 0) + 1
+    return akit_point(run, "fit", label, fitted.packed, out_dir, seconds, "",
+                      {"budget": budget, "widths": dict(sorted(widths.items())), "headroom": fitted.line.headroom})
+
+
+def fit_points(run: Run, settings: Settings, out_dir: Path, record_bytes: int, default_bytes: int) -> list[Point]:
+    points = []
+    for fraction in settings.fit_fractions:
+        budget = int(record_bytes * fraction)
+        point = fit_point(run, settings, budget, f"budget {fraction:.2f} × record ({budget:,} B)", out_dir)
+        point.extra["fraction"] = fraction
+        points.append(point)
+    point = fit_point(run, settings, default_bytes, f"budget = default int6 pack ({default_bytes:,} B)", out_dir)
+    point.extra["at_default_pack"] = True
+    points.append(point)
+    return points
+
+
+def measure_run(run: Run, settings: Settings, work_dir: Path, record_variant: str) -> list[Point]:
+    out_dir = work_dir / "artifacts" / run.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    points = policy_points(run, settings, out_dir)
+    points += record_points(run, settings, out_dir, record_variant)
+    record = next(p for p in points if p.pipeline == "record")
+    points += retuned_points(run, settings, out_dir, record_variant, record)
+    default = next(p for p in points if p.pipeline == "default")
+    points += fit_points(run, settings, out_dir, record.bytes, default.bytes)
+    return points
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def pareto(points: list[Point]) -> list[Point]:
+    """The lower-left frontier: points no other point beats on both bytes and Δbpb."""
+    measured = sorted((p for p in points if p.bytes is not None), key=lambda p: (p.bytes, p.delta_bpb))
+    frontier, best = [], math.inf
+    for point in measured:
+        if point.delta_bpb < best:
+            frontier.append(point)
+            best = point.delta_bpb
+    return frontier
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def targets(points: list[Point]) -> dict[str, Any]:
+    """The three ratios issue 11 asks for, from one checkpoint's points."""
+    retuned = [p for p in points if p.pipeline.startswith("retuned") and p.bytes is not None]
+    frontier = pareto(retuned)
+    fits = [p for p in points if p.pipeline == "fit" and p.bytes is not None and "fraction" in p.extra]
+    equal_bytes = []
+    for fit in sorted(fits, key=lambda p: p.bytes):
+        budget = fit.extra["budget"]
+        fitting = [p for p in retuned if p.bytes <= budget]
+        best = min(fitting, key=lambda p: p.delta_bpb) if fitting else None
+        equal_bytes.append({"fit": fit.setting, "fit_bytes": fit.bytes, "fit_delta": fit.delta_bpb,
+                            "budget": budget, "record": best.setting if best else None,
+                            "record_bytes": best.bytes if best else None,
+                            "record_delta": best.delta_bpb if best else None,
+                            "ratio": ratio(fit.delta_bpb, best.delta_bpb) if best else None})
+    equal_damage = []
+    for point in frontier:
+        reaching = [f for f in fits if f.delta_bpb <= point.delta_bpb]
+        fewest = min(reaching, key=lambda f: f.bytes) if reaching else None
+        equal_damage.append({"record": point.setting, "record_bytes": point.bytes, "record_delta": point.delta_bpb,
+                             "fit": fewest.setting if fewest else None, "fit_bytes": fewest.bytes if fewest else None,
+                             "fit_delta": fewest.delta_bpb if fewest else None,
+                             "ratio": fewest.bytes / point.bytes if fewest else None})
+    default = next((p for p in points if p.pipeline == "default"), None)
+    at_default = next((p for p in points if p.pipeline == "fit" and p.extra.get("at_default_pack")), None)
+    default_pack = None
+    if default is not None and at_default is not None:
+        default_pack = {"pack_bytes": default.bytes, "pack_delta": default.delta_bpb, "fit_bytes": at_default.bytes,
+                        "fit_delta": at_default.delta_bpb,
+                        "ratio": ratio(at_default.delta_bpb, default.delta_bpb) if at_default.bytes else None}
+    return {"frontier": [p.setting for p in frontier], "equal_bytes": equal_bytes, "equal_damage": equal_damage,
+            "default_pack": default_pack}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt_bytes(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def fmt_delta(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.5f}"
+
+
+def fmt_ratio(value: float | None, target: float) -> str:
+    if value is None:
+        return "undefined"
+    return f"**{value:.2f}** ({'met' if value <= target else 'not met'}, target ≤ {target:.2f})"
+
+
+def machine_line() -> str:
+    try:
+        load = os.getloadavg()
+        load_text = f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end"
+    except OSError:
+        load_text = "load average unknown"
+    return (f"{platform.machine()} {platform.processor() or ''} ({os.cpu_count()} cores, shared with other "
+            f"engineers' jobs; {load_text}), Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def git_describe() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def lrzip_version() -> str:
+    missing = record_codec.lrzip_missing()
+    if missing:
+        return missing
+    result = subprocess.run(["lrzip", "-V"], capture_output=True, text=True, check=False)
+    return (result.stdout or result.stderr).strip().splitlines()[0]
+
+
+def render_report(runs: list[Run], points: list[Point], analysis: dict[str, dict], settings: Settings,
+                  command: str, seconds: float, record_variant: str, plot_name: str) -> str:
+    reported = next((r for r in runs if r.role == "reported"), runs[-1])
+    lines = [
+        "# Frontier: bytes vs quantization damage against the leaders' pipeline",
+        "",
+        f"Generated by `{command}` in {seconds / 60:.0f} min, commit {git_describe()}.",
+        f"Machine: {machine_line()}; torch threads {settings.threads}.",
+        "",
+        "What each point is: a real artifact file (its size is the bytes column) and Δbpb = val_bpb of the "
+        "weights read back from that file − val_bpb of the float checkpoint, on the same "
+        f"{settings.val_tokens:,} validation targets (standard windows). Calibration reads training shards only.",
+        "",
+        "## Checkpoints",
+        "",
+        "| seed | role | checkpoint | step | params | float val_bpb | eval seq_len | sha256 |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    for run in runs:
+        lines.append(f"| {run.name} | {run.role} | `{run.checkpoint_path}` | {run.checkpoint.step} | "
+                     f"{run.checkpoint.num_params:,} | {run.float_bpb:.5f} | {run.seq_len} | `{run.sha256[:12]}` |")
+    lines += [
+        "",
+        f"Seed A chose the settings, seed {reported.name} is reported: fit ran with options fixed from runs on "
+        f"seed A (its defaults, calibration {settings.fit_calib_seqs} training windows); the record pipeline's k "
+        "grid runs on both checkpoints and its frontier is taken from each checkpoint's own points, which favours "
+        "the record (it is tuned on the checkpoint it is scored on).",
+        "",
+        "## Pipelines",
+        "",
+        "- **public baseline**: `artifactkit pack --policy int8 --codec zlib` (per-row int8, the baseline's clip).",
+        "- **seed**: `--policy seed` when it exists, else `--policy int6-mixed --codec lzma` (the seed's percentile "
+        "int6 / int8 rules, lzma), marked in the notes.",
+        "- **artifactkit pack**: the default pack (`int6-mixed`, codec `ans`).",
+        "- **record pipeline** (`artifactkit pack --recipe record`, `artifactkit/fit/record.py`): GPTQ act-order, "
+        "block 128, damp 1 %, SDClip k·std(row)/R with k 13 attention, 12 MLP, 12.85 other, 15 embedding (the "
+        "04-29 record's logged constants; a sibling record and the issue quote 11.5 MLP / 14 embedding), int6 "
+        "matrices, int7 tied embedding, fp16 tensors ≤ 65,536 elements, LQER rank 4 on the 3 matrices with the "
+        "largest GPTQ error (A int2, B int4 in groups of 64); Hessians from "
+        f"{settings.calib_seqs} training windows.",
+        f"- **own codec** (`bench/record_codec.py`, variant `{record_variant}`): "
+        + ("codes rows reordered by greedy nearest neighbour (order stored), transposed, `lrzip -z -L 9` "
+           f"({lrzip_version()}); the rest byte-shuffled + brotli-11. "
+           if record_variant == "lrzip" else
+           f"lrzip is unavailable ({record_codec.lrzip_missing()}), so the record's own shipped codec stands in: "
+           "everything byte-shuffled + brotli-11. ")
+        + "Every blob is decoded back and compared bit for bit; Δbpb is scored on the decoded weights.",
+        "- **as the 04-29 record ships**: its `serialize` actually writes `torch.save` of the quantized tensors, "
+        "byte-shuffled + brotli-11 (no row sort, no lrzip); measured for reference.",
+        "- **our .akit**: the same quantized model through `encode_artifact` (codec `ans`)"
+        + ("." if akit_stores_lowrank() else
+           " — **without LQER**: this version of `.akit` cannot store the factors, so they are neither counted "
+           "nor applied on this row (rerun after the format gains them)."),
+        "- **re-tuned record**: the recipe with every k multiplied by m ∈ {"
+        + ", ".join(f"{m:g}" for m in settings.k_grid) + "} with the int7 embedding"
+        + (" and m ∈ {" + ", ".join(f"{m:g}" for m in settings.k_grid_e8) + "} with an int8 embedding"
+           if settings.k_grid_e8 else "")
+        + f", own codec (variant `{settings.grid_variant or record_variant}`); its lower-left (Pareto) frontier is "
+        "the record frontier.",
+        f"- **artifactkit fit** (`fit_checkpoint`, codec `{settings.fit_codec}`, calibration on training shards): "
+        "budget = the "
+        "record pipeline's own-codec bytes × " + ", ".join(f"{f:.2f}" for f in settings.fit_fractions)
+        + ", and = the default pack's bytes.",
+        "",
+        f"![bytes vs Δbpb]({plot_name})",
+        "",
+    ]
+    for run in runs:
+        lines += [f"## Seed {run.name} ({run.role}): all points", "",
+                  "| pipeline | setting | codec | bytes | bytes / record | Δbpb | time | notes |",
+                  "|---|---|---|---:|---:|---:|---:|---|"]
+        run_points = [p for p in points if p.checkpoint == run.name]
+        record = next((p for p in run_points if p.pipeline == "record" and p.bytes), None)
+        frontier = set(analysis[run.name]["frontier"])
+        for point in run_points:
+            relative = f"{point.bytes / record.bytes:.3f}" if record and point.bytes else "—"
+            notes = point.notes
+            if point.pipeline.startswith("retuned") and point.setting in frontier:
+                notes = ("**on the record frontier** " + notes).strip()
+            if point.extra.get("widths"):
+                notes = (notes + " widths " + ", ".join(f"{k}: {v}" for k, v in point.extra["widths"].items())).strip()
+            lines.append(f"| {PIPELINES[point.pipeline][0]} | {point.setting} | {point.codec} | "
+                         f"{fmt_bytes(point.bytes)} | {relative} | {fmt_delta(point.delta_bpb)} | "
+                         f"{point.seconds:.0f} s | {notes} |")
+        lines.append("")
+    for run in runs:
+        result = analysis[run.name]
+        lines += [f"## Targets on seed {run.name} ({run.role})", "",
+                  "**1. At equal bytes, fit's Δbpb ≤ 0.5 × the best re-tuned record point that fits those bytes.**",
+                  "",
+                  "| fit | fit bytes | fit Δbpb | best re-tuned record ≤ budget | its bytes | its Δbpb | ratio |",
+                  "|---|---:|---:|---|---:|---:|---|"]
+        for row in result["equal_bytes"]:
+            lines.append(f"| {row['fit']} | {fmt_bytes(row['fit_bytes'])} | {fmt_delta(row['fit_delta'])} | "
+                         f"{row['record'] or 'none fits'} | {fmt_bytes(row['record_bytes'])} | "
+                         f"{fmt_delta(row['record_delta'])} | {fmt_ratio(row['ratio'], 0.5)} |")
+        lines += ["", "**2. At each record-frontier point's Δbpb, fit's bytes ≤ 0.90 × that point's bytes** "
+                  "(fit's bytes: the fewest-byte measured fit point whose Δbpb is at most the record point's; an "
+                  "upper bound on what fit needs).", "",
+                  "| record frontier point | its bytes | its Δbpb | fit point reaching it | fit bytes | fit Δbpb | "
+                  "bytes ratio |", "|---|---:|---:|---|---:|---:|---|"]
+        for row in result["equal_damage"]:
+            lines.append(f"| {row['record']} | {fmt_bytes(row['record_bytes'])} | {fmt_delta(row['record_delta'])} | "
+                         f"{row['fit'] or 'no measured fit point is that good'} | {fmt_bytes(row['fit_bytes'])} | "
+                         f"{fmt_delta(row['fit_delta'])} | {fmt_ratio(row['ratio'], 0.90)} |")
+        row = result["default_pack"]
+        lines += ["", "**3. At the default int6 pack's bytes, fit's Δbpb ≤ 0.5 × the pack's.**", ""]
+        if row:
+            lines.append(f"default pack {fmt_bytes(row['pack_bytes'])} B, Δbpb {fmt_delta(row['pack_delta'])}; "
+                         f"fit {fmt_bytes(row['fit_bytes'])} B, Δbpb {fmt_delta(row['fit_delta'])} → ratio "
+                         f"{fmt_ratio(row['ratio'], 0.5)}")
+        lines.append("")
+    lines += [
+        "## Reading the numbers",
+        "",
+        "- Δbpb is paired (same tokens, same windows), but no confidence interval is computed: differences of a "
+        "few 1e-4 are within what another calibration draw or another validation slice would change. A ratio "
+        "whose denominator is near zero is not meaningful, and one with a negative or zero denominator is shown "
+        "as undefined.",
+        "- Bytes are the whole artifact file; code bytes (the loader / decoder a submission ships) are not "
+        "included in any row.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_plot(runs: list[Run], points: list[Point], analysis: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(runs), figsize=(7.5 * len(runs), 6), squeeze=False)
+    for axis, run in zip(axes[0], runs, strict=True):
+        run_points = [p for p in points if p.checkpoint == run.name and p.bytes is not None]
+        for pipeline, (label, marker, colour) in PIPELINES.items():
+            chosen = sorted((p for p in run_points if p.pipeline == pipeline), key=lambda p: p.bytes)
+            if not chosen:
+                continue
+            xs = [p.bytes / 1e6 for p in chosen]
+            ys = [p.delta_bpb for p in chosen]
+            line_style = "-" if pipeline.startswith("retuned") or pipeline == "fit" else "none"
+            axis.plot(xs, ys, marker=marker, linestyle=line_style, color=colour, label=label, markersize=8,
+                      linewidth=1.2, alpha=0.9)
+            for point, x, y in zip(chosen, xs, ys, strict=True):
+                if pipeline.startswith("retuned"):
+                    axis.annotate(f"{point.extra['k_mult']:g}", (x, y), textcoords="offset points", xytext=(4, 4),
+                                  fontsize=7, color=colour)
+                elif pipeline == "fit":
+                    tag = f"{point.extra['fraction']:.2f}×" if "fraction" in point.extra else "@pack"
+                    axis.annotate(tag, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7,
+                                  color=colour)
+        frontier = [p for p in run_points if p.setting in set(analysis[run.name]["frontier"])
+                    and p.pipeline.startswith("retuned")]
+        if frontier:
+            frontier.sort(key=lambda p: p.bytes)
+            axis.step([p.bytes / 1e6 for p in frontier], [p.delta_bpb for p in frontier], where="post",
+                      color="#d62728", linestyle="--", linewidth=1.5, alpha=0.6, label="record frontier (Pareto)")
+        axis.axhline(0.0, color="black", linewidth=0.6)
+        axis.set_xlabel("artifact bytes (MB, decimal)")
+        axis.set_ylabel("Δbpb (dequantized − float)")
+        axis.set_title(f"seed {run.name} ({run.role}): float val_bpb {run.float_bpb:.4f}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="upper right")
+    figure.tight_layout()
+    buffer = __import__("io").BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+# --------------------------------------------------------------------------- smoke
+
+
+def smoke_runs(work_dir: Path, text: Path | None, tokenizer: Path | None) -> tuple[Path, Path]:
+    """Two micro checkpoints (seeds A and B) trained in seconds, on `text` (paragraphs as
+    documents) or else the embedded corpus; with `tokenizer`, no tokenizer is trained."""
+    from train.data import prepare_embedded_corpus, prepare_text_files
+    from train.loop import run_training
+    from train.testing import micro_config
+
+    if text is not None:
+        prepared = prepare_text_files([text], work_dir / "corpus", tokenizer=tokenizer, unit="paragraph")
+    else:
+        prepared = prepare_embedded_corpus(work_dir / "corpus", tokenizer=tokenizer)
+    runs = []
+    for name, seed in (("A", 1), ("B", 2)):
+        run_dir = work_dir / f"seed{name}"
+        if not (run_dir / "ckpt.pt").is_file():
+            run_training(micro_config(run_dir, prepared, iterations=3, seed=seed, jepa_weight=0.0),
+                         console=lambda text: None)
+        (run_dir / "data").mkdir(exist_ok=True)
+        for kind in ("train", "val"):
+            for shard in Path(prepared.train_glob if kind == "train" else prepared.val_glob).parent.glob(f"{kind}_*.bin"):
+                link = run_dir / "data" / shard.name
+                if not link.exists():
+                    link.symlink_to(shard)
+        if not (run_dir / "tokenizer.model").exists():
+            (run_dir / "tokenizer.model").symlink_to(prepared.tokenizer)
+        runs.append(run_dir)
+    return runs[0], runs[1]
+
+
+SMOKE_SETTINGS = Settings(val_tokens=2048, calib_seqs=8, k_grid=(0.8, 1.2), k_grid_e8=(), fit_fractions=(1.0,),
+                          fit_calib_seqs=8, small_threshold=1024, fit_bits=(2, 5, 8), fit_clips=("percentile",),
+                          fit_search_clip=False, fit_codec="zlib", grid_variant="brotli", smoke=True)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_floats(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in text.split(",") if part.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed-a", type=Path, help="run directory of the checkpoint that chooses settings")
+    parser.add_argument("--seed-b", type=Path, help="run directory of the checkpoint that is reported")
+    parser.add_argument("--smoke", action="store_true", help="tiny models trained here in seconds, few points "
+                        "(for the CI test; the numbers mean nothing)")
+    parser.add_argument("--smoke-text", type=Path, default=None,
+                        help="with --smoke: train on this UTF-8 text (paragraphs as documents) instead of the "
+                             "embedded corpus (faster to prepare)")
+    parser.add_argument("--smoke-tokenizer", type=Path, default=None,
+                        help="with --smoke: tokenize with this SentencePiece model instead of training one")
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "frontier",
+                        help="where the artifacts (one file per point) go")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="Hessians and float evaluations (default: WORK_DIR/cache)")
+    parser.add_argument("--report-dir", type=Path, default=REPORT_DIR, help="frontier.md / .png / .json go here")
+    parser.add_argument("--val-tokens", type=int, default=MIN_VAL_TOKENS)
+    parser.add_argument("--calib-seqs", type=int, default=64, help="training windows for the record's Hessians")
+    parser.add_argument("--k-grid", type=parse_floats, default=DEFAULT_K_GRID,
+                        help="k multipliers with the int7 embedding, comma list")
+    parser.add_argument("--k-grid-e8", type=parse_floats, default=DEFAULT_K_GRID_E8,
+                        help="k multipliers with an int8 embedding, comma list ('' for none)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared 2-core box)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    work_dir = args.work_dir
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if args.smoke:
+        settings = replace(SMOKE_SETTINGS, threads=args.threads)
+        seed_a, seed_b = smoke_runs(work_dir, args.smoke_text, args.smoke_tokenizer)
+    else:
+        if args.seed_a is None:
+            parser.error("--seed-a is required (or --smoke)")
+        settings = Settings(val_tokens=args.val_tokens, calib_seqs=args.calib_seqs, k_grid=tuple(args.k_grid),
+                            k_grid_e8=tuple(args.k_grid_e8), threads=args.threads)
+        seed_a, seed_b = args.seed_a, args.seed_b
+    cache_dir = args.cache_dir or work_dir / "cache"
+    record_variant = "lrzip" if record_codec.lrzip_missing() is None else "brotli"
+    runs = [open_run("A", "chose settings", seed_a, settings, cache_dir)]
+    if seed_b is not None:
+        runs.append(open_run("B", "reported", seed_b, settings, cache_dir))
+    points: list[Point] = []
+    for run in runs:
+        points += measure_run(run, settings, work_dir, record_variant)
+    analysis = {run.name: targets([p for p in points if p.checkpoint == run.name]) for run in runs}
+    report_dir = args.report_dir
+    report_dir.mkdir(parents=True, exist_ok=True)
+    plot_path = report_dir / "frontier.png"
+    render_plot(runs, points, analysis, plot_path)
+    command = "python bench/frontier.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    seconds = time.perf_counter() - started
+    report = render_report(runs, points, analysis, settings, command, seconds, record_variant, plot_path.name)
+    atomic_write_text(report_dir / "frontier.md", report)
+    document = {"command": command, "seconds": seconds, "settings": asdict(settings), "record_variant": record_variant,
+                "akit_stores_lowrank": akit_stores_lowrank(),
+                "checkpoints": [{"name": r.name, "role": r.role, "path": str(r.checkpoint_path), "sha256": r.sha256,
+                                 "float_bpb": r.float_bpb, "seq_len": r.seq_len, "val_targets": len(r.val_tokens) - 1}
+                                for r in runs],
+                "points": [asdict(p) for p in points], "targets": analysis}
+    atomic_write_text(report_dir / "frontier.json", json.dumps(document, indent=1, default=str))
+    say(f"wrote {report_dir / 'frontier.md'}, frontier.png, frontier.json in {seconds / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
