@@ -11,7 +11,7 @@ from artifactkit.format.loader_export import (
     ALL_CODECS,
     DEFAULT_CODECS,
     build_loader,
-    codecs_of_artifact,
+    loader_for_artifact,
     loader_sizes,
 )
 from artifactkit.format.reader import read_artifact
@@ -42,23 +42,28 @@ def _help_text() -> str:
               help=f"Codecs the loader can read, from {', '.join(ALL_CODECS)}. "
                    f"Default: {','.join(DEFAULT_CODECS)}. Fewer codecs, fewer bytes.")
 @click.option("--artifact", "artifact", type=EXISTING_FILE, default=None,
-              help="Include exactly the codecs this .akit file uses (the smallest loader for it).")
+              help="Include exactly what this .akit file needs: its codecs, and LQER support if it has "
+                   "low-rank corrections (the smallest loader for it).")
+@click.option("--lowrank", is_flag=True,
+              help="Also read format-version-2 artifacts and apply their LQER low-rank corrections "
+                   "(written by 'fit --lqer' and 'pack --recipe record'); about 0.9 KB more.")
 @json_option
 @debug_option
 @guarded
-def export_loader_command(output: str | None, codec_list: str | None, artifact: str | None, as_json: bool) -> None:
+def export_loader_command(output: str | None, codec_list: str | None, artifact: str | None, lowrank: bool,
+                          as_json: bool) -> None:
     refuse_overwriting_inputs({"-o": output}, [artifact])
     if artifact and codec_list:
         raise InputError("--artifact and --codecs: pass one of them; --artifact picks the codecs it uses")
     if artifact:
-        codecs = codecs_of_artifact(read_artifact(artifact).header)
+        loader = loader_for_artifact(read_artifact(artifact).header)
     else:
-        codecs = codec_list
-    loader = build_loader(codecs)
+        loader = build_loader(codec_list, lowrank=lowrank)
     if output:
         atomic_write_text(output, loader.text)
     if as_json:
         emit_json({"path": output, "loader_bytes": loader.size_bytes, "codecs": list(loader.codecs),
+                   "lowrank": loader.lowrank,
                    "third_party_modules": ["torch", "numpy", *loader.third_party_modules]})
     elif output:
         note(f"wrote {output}: {loader.size_bytes:,} bytes, codecs {', '.join(loader.codecs)}; "

@@ -26,7 +26,7 @@ from artifactkit.errors import InputError
 from artifactkit.format.akit import DEFAULT_CODEC, MAGIC, encode_artifact
 from artifactkit.format.codecs import available_codecs
 from artifactkit.format.legacy import read_legacy
-from artifactkit.format.loader_export import build_loader, codecs_of_artifact
+from artifactkit.format.loader_export import loader_for_artifact
 from artifactkit.format.reader import ArtifactReader
 from artifactkit.io import atomic_write_text, refuse_overwriting_inputs
 from artifactkit.quantize.apply import quantize_state_dict
@@ -110,7 +110,7 @@ def size_report_command(path: str, code_files: tuple[str, ...], budget: int, cod
         reader = ArtifactReader(packed.data, path)
         float_state = loaded.state_dict if with_what_if else None
         source_kind = f"checkpoint packed in memory, policy {policy.name}, codec {codec}"
-    hint = build_loader(codecs_of_artifact(reader.header)).size_bytes
+    hint = loader_for_artifact(reader.header).size_bytes
     if count_loader:
         if loader_bytes:
             raise InputError("--count-loader and --loader-bytes: pass one of them")

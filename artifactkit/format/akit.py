@@ -47,19 +47,30 @@ from artifactkit.format import ans, codecs
 from artifactkit.io import atomic_write_bytes
 from artifactkit.plan.classify import UserRules
 from artifactkit.plan.policy import Policy
-from artifactkit.plan.schemes import RAW_DTYPES, SECTIONS, STORAGE, SchemeKind
+from artifactkit.plan.schemes import (
+    LOWRANK,
+    RAW_DTYPES,
+    SECTIONS,
+    STORAGE,
+    SchemeKind,
+    byte_split_sections,
+    sections_of_version,
+)
 from artifactkit.quantize.apply import QuantEntry, QuantizedModel, quantize_state_dict
 
 MAGIC = b"AKIT\r\n\x1a\n"
+# Version 1: five sections. Version 2 adds the LQER sections; the writer uses it only when a
+# tensor carries low-rank factors, so every other artifact stays version 1, byte for byte.
 FORMAT_VERSION = 1
-FORMAT_NAME = "akit/1"
+LOWRANK_FORMAT_VERSION = 2
+FORMAT_NAME = "akit/1"  # the header's format tag; the preamble's version says which sections follow
 PREAMBLE = struct.Struct("<8sHI")
 MAX_HEADER_BYTES = 64 << 20
 MAX_TOTAL_ELEMENTS = 1 << 34  # 16 G elements: far above any budgeted model, far below a bomb
 ANS_SIDE_CODECS = ("lzma", "zlib")  # for the sections that are not int codes, under `ans`
 DEFAULT_CODEC = "ans"  # measured smallest and fastest: reports/pack_benchmark.md
 # Sections whose elements are float16 and stored byte-split; the others are stored as is.
-BYTE_SPLIT_SECTIONS = ("scales", "half")
+BYTE_SPLIT_SECTIONS = byte_split_sections()
 
 
 def byte_split(values: np.ndarray) -> bytes:
@@ -79,8 +90,15 @@ def entry_arrays(entry: QuantEntry) -> dict[str, np.ndarray]:
     """The flat arrays one entry contributes, per section (its scheme's row of STORAGE)."""
     storage = STORAGE[entry.scheme.kind]
     if entry.scheme.kind is SchemeKind.INT:
-        return {storage.section: entry.quantized.codes.numpy().reshape(-1).astype(np.int8, copy=False),
-                storage.row_section: entry.quantized.scales.numpy().reshape(-1).astype("<f2", copy=False)}
+        arrays = {storage.section: entry.quantized.codes.numpy().reshape(-1).astype(np.int8, copy=False),
+                  storage.row_section: entry.quantized.scales.numpy().reshape(-1).astype("<f2", copy=False)}
+        if entry.lowrank is not None:
+            factors = entry.lowrank
+            arrays[LOWRANK.codes_section] = np.concatenate([factors.a_codes.numpy().reshape(-1),
+                                                            factors.b_codes.numpy().reshape(-1)]).astype(np.int8)
+            arrays[LOWRANK.scales_section] = np.concatenate([factors.a_scale.numpy().reshape(-1),
+                                                             factors.b_scales.numpy().reshape(-1)]).astype("<f2")
+        return arrays
     if entry.scheme.kind is SchemeKind.RAW:
         values = entry.values.to(torch.uint8) if entry.dtype == "bool" else entry.values
         return {storage.section: values.numpy().reshape(-1).astype(RAW_DTYPES[entry.dtype][1]).view(np.uint8)}
@@ -134,12 +152,22 @@ def encode_section(name: str, stream: bytes, codec: str, model: QuantizedModel) 
     return codec, codecs.compress(codec, stream)
 
 
+def format_version(model: QuantizedModel) -> int:
+    """1, unless a tensor carries LQER factors (then 2, which adds their sections)."""
+    return LOWRANK_FORMAT_VERSION if any(e.lowrank is not None for e in model.entries) else FORMAT_VERSION
+
+
 def encode_artifact(model: QuantizedModel, codec: str = DEFAULT_CODEC) -> PackedArtifact:
     if codec not in ("auto", "ans"):
         codecs.get_codec(codec)
+    for entry in model.entries:
+        if entry.lowrank is not None and not entry.scheme.is_int:
+            raise InputError(f"{entry.name}: LQER factors belong to int-quantized tensors, not {entry.scheme.label}; "
+                             "drop them or quantize the tensor to integers")
+    version = format_version(model)
     streams = section_streams(model)
     sections, payload = [], []
-    for name in SECTIONS:
+    for name in sections_of_version(version):
         used, stored = encode_section(name, streams[name], codec, model)
         sections.append({"name": name, "codec": used, "raw_bytes": len(streams[name]), "stored_bytes": len(stored)})
         payload.append(stored)
@@ -157,7 +185,7 @@ def encode_artifact(model: QuantizedModel, codec: str = DEFAULT_CODEC) -> Packed
         "meta": model.meta,
     }
     header_block = zlib.compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode(), 9)
-    data = PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header_block)) + header_block + payload_bytes
+    data = PREAMBLE.pack(MAGIC, version, len(header_block)) + header_block + payload_bytes
     return PackedArtifact(data, header, model)
 
 

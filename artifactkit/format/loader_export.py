@@ -53,6 +53,7 @@ def codecs_of_artifact(header: dict) -> tuple[str, ...]:
 class LoaderSource:
     text: str
     codecs: tuple[str, ...]
+    lowrank: bool = False  # applies LQER corrections (reads format version 2)
 
     @property
     def size_bytes(self) -> int:
@@ -64,21 +65,31 @@ class LoaderSource:
         return [module for codec, module in (("zstd", "zstandard"), ("brotli", "brotli")) if codec in self.codecs]
 
 
-def build_loader(codecs: Iterable[str] | str | None = None) -> LoaderSource:
-    """The loader's source text for these codecs (None: DEFAULT_CODECS)."""
+def build_loader(codecs: Iterable[str] | str | None = None, lowrank: bool = False) -> LoaderSource:
+    """The loader's source text for these codecs (None: DEFAULT_CODECS); with `lowrank`,
+    it also reads version-2 artifacts and applies their LQER corrections (+~0.9 KB)."""
     chosen = parse_codecs(codecs)
     general = [name for name in chosen if name in template.CODEC_SOURCES]
     parts = [template.DOCSTRING.replace("{codecs}", "; codecs " + ", ".join(chosen)), template.IMPORTS]
     parts += [template.CODEC_SOURCES[name][0] for name in general if template.CODEC_SOURCES[name][0]]
     parts.append("\n" + template.RAW_TABLE)
+    parts.append(template.VERSIONS_LOWRANK if lowrank else template.VERSIONS_PLAIN)
     entries = ", ".join(f'"{name}": {template.CODEC_SOURCES[name][1]}' for name in general)
     parts.append(f"DECOMPRESS = {{{entries}}}\n")
     if "ans" in chosen:
         parts.append("\n\n# rANS decoder of the codes section (artifactkit.format.ans_decoder_src.DECODER_SOURCE)\n")
         parts.append(DECODER_SOURCE)
     body = template.BODY.replace("{ans}", template.ANS_BRANCH if "ans" in chosen else "")
+    body = body.replace("{lowrank_arrays}", template.LOWRANK_ARRAYS if lowrank else "")
+    body = body.replace("{lowrank_branch}", template.LOWRANK_BRANCH if lowrank else "")
     parts.append("\n" + body)
-    return LoaderSource("".join(parts), chosen)
+    return LoaderSource("".join(parts), chosen, lowrank)
+
+
+def loader_for_artifact(header: dict) -> LoaderSource:
+    """The smallest loader that reads this artifact: its codecs, and LQER support if it uses it."""
+    lowrank = any("lowrank" in tensor for tensor in header["tensors"])
+    return build_loader(codecs_of_artifact(header), lowrank=lowrank)
 
 
 def loader_sizes() -> dict[str, int]:

@@ -37,8 +37,8 @@ def _fp16(data):  # float16 stored byte-split: all low bytes, then all high byte
 def load_artifact(path):
     data = open(path, "rb").read()
     magic, version, size = struct.unpack_from("<8sHI", data)
-    if magic != b"AKIT\\r\\n\\x1a\\n" or version != 1:
-        raise ValueError(f"{path}: not an akit/1 artifact")
+    if magic != b"AKIT\\r\\n\\x1a\\n" or version not in VERSIONS:
+        raise ValueError(f"{path}: not an akit/1 artifact this loader reads (v{version}); export with --artifact")
     header = json.loads(zlib.decompress(data[14:14 + size]))
     payload = data[14 + size:]
     if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
@@ -55,7 +55,7 @@ def load_artifact(path):
     arrays = {"codes": np.frombuffer(decoded["codes"], np.int8), "scales": _fp16(decoded["scales"]),
               "half": _fp16(decoded["half"]), "fp32": np.frombuffer(decoded["fp32"], "<f4"),
               "raw": np.frombuffer(decoded["raw"], np.uint8)}
-    at = dict.fromkeys(arrays, 0)
+{lowrank_arrays}    at = dict.fromkeys(arrays, 0)
 
     def take(name, count):  # the next `count` items of a section (tensors are stored in header order)
         at[name] += count
@@ -67,7 +67,7 @@ def load_artifact(path):
         if kind == "int":  # per-row symmetric: codes * fp16 row scale
             codes = torch.from_numpy(take("codes", count).reshape(shape[0], -1)).to(torch.float32)
             value = codes * torch.from_numpy(take("scales", shape[0])).to(torch.float32).unsqueeze(1)
-        elif kind == "raw":  # non-float tensors in their own dtype (bool as uint8)
+{lowrank_branch}        elif kind == "raw":  # non-float tensors in their own dtype (bool as uint8)
             np_dtype = np.dtype(RAW[tensor["dtype"]])
             value = torch.from_numpy(take("raw", count * np_dtype.itemsize).view(np_dtype))
         else:
@@ -82,6 +82,27 @@ def load_artifact(path):
         elif bank["name"] not in state:
             state[bank["name"]] = torch.stack([out[m] for m in bank["members"]])
     return state
+'''
+
+# Format versions the loader reads: 1, and 2 (LQER factors) when LOWRANK_* are included.
+VERSIONS_PLAIN = "VERSIONS = (1,)\n"
+VERSIONS_LOWRANK = "VERSIONS = (1, 2)\n"
+
+# `{lowrank_arrays}` / `{lowrank_branch}` become these (or "") when the loader applies LQER
+# corrections: W = codes * scale + A_hat @ B_hat, float32, in the reader's order of operations.
+LOWRANK_ARRAYS = '''\
+    if version == 2:  # LQER factors: int8 codes (A then B per tensor), fp16 scales (A's, then B's groups)
+        arrays.update(lowrank_codes=np.frombuffer(decoded["lowrank_codes"], np.int8),
+                      lowrank_scales=_fp16(decoded["lowrank_scales"]))
+'''
+LOWRANK_BRANCH = '''\
+            if "lowrank" in tensor:  # + A_hat @ B_hat
+                rank, group, cols = tensor["lowrank"]["rank"], tensor["lowrank"]["group"], value.shape[1]
+                a = torch.from_numpy(take("lowrank_codes", shape[0] * rank).reshape(-1, rank)).to(torch.float32)
+                b = torch.from_numpy(take("lowrank_codes", rank * cols).reshape(-1, group)).to(torch.float32)
+                a = a * torch.from_numpy(take("lowrank_scales", 1)).to(torch.float32)
+                b = b * torch.from_numpy(take("lowrank_scales", rank * cols // group)).to(torch.float32).unsqueeze(1)
+                value = value + a @ b.reshape(rank, cols)
 '''
 
 RAW_TABLE = ('RAW = {"int64": "<i8", "int32": "<i4", "int16": "<i2", "int8": "i1", "uint8": "u1", '

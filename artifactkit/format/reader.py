@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from artifactkit.format import ans, codecs
 from artifactkit.format.akit import (
     BYTE_SPLIT_SECTIONS,
     FORMAT_NAME,
-    FORMAT_VERSION,
+    LOWRANK_FORMAT_VERSION,
     MAGIC,
     MAX_HEADER_BYTES,
     MAX_TOTAL_ELEMENTS,
@@ -40,6 +40,8 @@ from artifactkit.plan.classify import Classification
 from artifactkit.plan.policy import Policy, Scheme
 from artifactkit.plan.schemes import (
     FLOAT_DTYPES,
+    FORMAT_VERSIONS,
+    LOWRANK,
     RAW_DTYPES,
     SECTIONS,
     STORAGE,
@@ -48,13 +50,16 @@ from artifactkit.plan.schemes import (
     parse_kind,
     scheme_label,
     section_bytes,
+    sections_of_version,
     valid_bits,
+    valid_lowrank,
 )
 from artifactkit.quantize.apply import QuantEntry, QuantizedModel
 from artifactkit.quantize.intn import QuantizedTensor
+from artifactkit.quantize.lqer import LowRankFactors
 
 
-def _section_sizes(tensors: list[dict[str, Any]], where: str) -> dict[str, int]:
+def _section_sizes(tensors: list[dict[str, Any]], where: str, version: int) -> dict[str, int]:
     """Raw bytes each section must hold, computed from the tensor list alone."""
     sizes = dict.fromkeys(SECTIONS, 0)
     total = 0
@@ -76,7 +81,11 @@ def _section_sizes(tensors: list[dict[str, Any]], where: str) -> dict[str, int]:
             require(tensor.get("dtype") in RAW_DTYPES, where, f"tensor {tensor['name']!r} has an unknown raw dtype")
         else:
             require(tensor.get("dtype") in FLOAT_DTYPES, where, f"tensor {tensor['name']!r} has an unknown dtype")
-        for section, size in section_bytes(kind, shape, tensor["dtype"]).items():
+        lowrank = tensor.get("lowrank")
+        if lowrank is not None:
+            require(version >= LOWRANK_FORMAT_VERSION and kind is SchemeKind.INT and valid_lowrank(lowrank, shape),
+                    where, f"tensor {tensor['name']!r} has an invalid low-rank record {lowrank!r}")
+        for section, size in section_bytes(kind, shape, tensor["dtype"], lowrank).items():
             sizes[section] += size
     return sizes
 
@@ -92,6 +101,7 @@ class ArtifactTensor:
     shape: tuple[int, ...]
     dtype: str
     clip: str | None = None
+    lowrank: dict[str, int] | None = None  # {"rank", "group"} of an int tensor's LQER factors
 
     @property
     def numel(self) -> int:
@@ -114,10 +124,16 @@ class StoredTensor:
     tensor: ArtifactTensor
     quantized: QuantizedTensor | None = None
     values: torch.Tensor | None = None
+    lowrank: LowRankFactors | None = None
 
     def restored(self) -> torch.Tensor:
-        """The tensor a model loads: dequantized, in its original dtype and shape."""
+        """The tensor a model loads: dequantized (plus the LQER correction, in float32),
+        in its original dtype and shape."""
         dtype = FLOAT_DTYPES.get(self.tensor.dtype)
+        if self.quantized is not None and self.lowrank is not None:
+            rows = self.quantized.shape[0]
+            corrected = self.quantized.dequantize().reshape(rows, -1) + self.lowrank.correction()
+            return corrected.reshape(self.tensor.shape).to(dtype)
         if self.quantized is not None:
             return self.quantized.dequantize(dtype)
         if self.tensor.scheme is SchemeKind.RAW:
@@ -136,9 +152,10 @@ class ArtifactReader:
         if magic != MAGIC:
             raise InputError(f"{where}: not an .akit artifact (bad magic {magic[:8]!r}); "
                              "pass a file written by 'artifactkit pack' (legacy .ptz files are detected by content)")
-        if version != FORMAT_VERSION:
+        if version not in FORMAT_VERSIONS:
             raise InputError(f"{where}: artifact format version {version} is not supported (this artifactkit reads "
-                             f"version {FORMAT_VERSION}); upgrade artifactkit")
+                             f"versions {', '.join(map(str, FORMAT_VERSIONS))}); upgrade artifactkit")
+        self.version = int(version)
         require(header_len <= MAX_HEADER_BYTES, where, f"header length {header_len} is implausible")
         require(PREAMBLE.size + header_len <= len(data), where,
                  f"header declares {header_len} bytes but the file ends first (truncated)")
@@ -159,10 +176,11 @@ class ArtifactReader:
         require(len(payload) == header["payload_bytes"], where,
                  f"payload is {len(payload)} bytes but the header declares {header['payload_bytes']} "
                  f"({'truncated' if len(payload) < header['payload_bytes'] else 'trailing bytes'})")
-        expected_raw = _section_sizes(header["tensors"], where)
+        expected_raw = _section_sizes(header["tensors"], where, self.version)
         sections = header["sections"]
-        require(isinstance(sections, list) and [s.get("name") for s in sections] == list(SECTIONS), where,
-                 "section table is malformed")
+        require(isinstance(sections, list) and all(isinstance(s, dict) for s in sections)
+                and [s.get("name") for s in sections] == list(sections_of_version(self.version)), where,
+                "section table is malformed")
         offset = 0
         self.section_spans: dict[str, tuple[int, int, str, int]] = {}
         for section in sections:
@@ -177,7 +195,7 @@ class ArtifactReader:
         digest = hashlib.sha256(payload).hexdigest()
         require(digest == header["payload_sha256"], where, "payload sha256 does not match the header (corrupted bytes)")
         self.tensors = [ArtifactTensor(t["name"], str(t.get("category", "other")), SchemeKind(t["scheme"]),
-                                       t.get("bits"), tuple(t["shape"]), t["dtype"], t.get("clip"))
+                                       t.get("bits"), tuple(t["shape"]), t["dtype"], t.get("clip"), t.get("lowrank"))
                         for t in header["tensors"]]
         self._decoded: dict[str, bytes] = {}
 
@@ -248,13 +266,13 @@ class ArtifactReader:
         data = self.section(name)
         if name in BYTE_SPLIT_SECTIONS:
             return byte_join(data, len(data) // 2)
-        return np.frombuffer(data, dtype={"codes": np.int8, "fp32": "<f4"}.get(name, np.uint8))
+        return np.frombuffer(data, dtype={"codes": np.int8, "lowrank_codes": np.int8, "fp32": "<f4"}.get(name, np.uint8))
 
     # -- tensors
     def iter_stored(self) -> Iterator[StoredTensor]:
         """Every stored tensor in header order, each section read sequentially (the
         layout in `artifactkit.plan.schemes`): the one walk every consumer shares."""
-        used = {STORAGE[t.scheme].section for t in self.tensors} | {STORAGE[t.scheme].row_section for t in self.tensors}
+        used = {section for t in self.tensors for section in section_bytes(t.scheme, t.shape, t.dtype, t.lowrank)}
         arrays = {name: self._section_array(name) for name in SECTIONS if name in used}
         position = dict.fromkeys(SECTIONS, 0)
 
@@ -269,8 +287,9 @@ class ArtifactReader:
                 rows = tensor.shape[0]
                 codes = take(storage.section, tensor.numel).reshape(rows, -1) if rows else np.zeros((0, 0), np.int8)
                 scales = take(storage.row_section, rows)
-                yield StoredTensor(tensor, quantized=QuantizedTensor(torch.from_numpy(codes), torch.from_numpy(scales),
-                                                                     int(tensor.bits), tensor.shape))
+                quantized = QuantizedTensor(torch.from_numpy(codes), torch.from_numpy(scales), int(tensor.bits),
+                                            tensor.shape)
+                yield StoredTensor(tensor, quantized=quantized, lowrank=self._lowrank(tensor, take))
             elif tensor.scheme is SchemeKind.RAW:
                 torch_dtype, numpy_dtype = RAW_DTYPES[tensor.dtype]
                 array = take(storage.section, tensor.numel * np.dtype(numpy_dtype).itemsize).view(numpy_dtype)
@@ -279,6 +298,20 @@ class ArtifactReader:
             else:
                 values = take(storage.section, tensor.numel).reshape(tensor.shape)
                 yield StoredTensor(tensor, values=torch.from_numpy(values))
+
+    @staticmethod
+    def _lowrank(tensor: ArtifactTensor, take: Callable[[str, int], np.ndarray]) -> LowRankFactors | None:
+        """The LQER factors stored for `tensor` (A codes, B codes; A scale, B group scales)."""
+        if tensor.lowrank is None:
+            return None
+        rank, group = tensor.lowrank["rank"], tensor.lowrank["group"]
+        rows, cols = tensor.shape[0], tensor.numel // tensor.shape[0]
+        a_codes = take(LOWRANK.codes_section, rows * rank).reshape(rows, rank)
+        b_codes = take(LOWRANK.codes_section, rank * cols).reshape(rank, cols)
+        a_scale = take(LOWRANK.scales_section, 1)
+        b_scales = take(LOWRANK.scales_section, rank * cols // group)
+        return LowRankFactors(torch.from_numpy(a_codes), torch.from_numpy(a_scale), torch.from_numpy(b_codes),
+                              torch.from_numpy(b_scales), group)
 
     def quantized(self) -> dict[str, QuantizedTensor]:
         """Codes and scales of every int tensor (what size reports and loaders need)."""
@@ -300,7 +333,8 @@ class ArtifactReader:
             tensor = stored.tensor
             scheme = Scheme(tensor.scheme, tensor.bits, tensor.clip) if tensor.is_int else Scheme(tensor.scheme)
             entries.append(QuantEntry(tensor.name, tensor.category, scheme, "stored in the artifact", tensor.shape,
-                                      tensor.dtype, quantized=stored.quantized, values=stored.values))
+                                      tensor.dtype, quantized=stored.quantized, values=stored.values,
+                                      lowrank=stored.lowrank))
         return QuantizedModel(entries, self.dropped, self.banks, Policy.from_json(self.header["policy"]),
                               Classification([]), dict(self.header.get("meta", {})))
 

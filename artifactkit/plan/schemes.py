@@ -65,22 +65,68 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 @dataclass(frozen=True)
 class Section:
-    """One payload section: its name, what its raw stream holds, and its element size."""
+    """One payload section: its name, what its raw stream holds, its element size, whether
+    its float16 elements are stored byte-split, and the first format version that has it."""
 
     name: str
     holds: str
     element_bytes: int
+    byte_split: bool = False
+    since_version: int = 1
 
 
 # Payload order. A tensor's data goes to its scheme's sections, in header tensor order.
 SECTION_TABLE: tuple[Section, ...] = (
     Section("codes", "int8 codes of every int tensor, row-major", 1),
-    Section("scales", "float16 row scales of the int tensors, byte-split (low bytes, then high bytes)", 2),
-    Section("half", "float16 tensors, byte-split the same way", 2),
+    Section("scales", "float16 row scales of the int tensors, byte-split (low bytes, then high bytes)", 2,
+            byte_split=True),
+    Section("half", "float16 tensors, byte-split the same way", 2, byte_split=True),
     Section("fp32", "float32 tensors, little-endian", 4),
     Section("raw", "non-float tensors in their own dtype, little-endian (bool as uint8)", 1),
+    Section("lowrank_codes", "int8 codes of LQER factors: A [rows, rank] then B [rank, cols], per tensor", 1,
+            since_version=2),
+    Section("lowrank_scales", "float16 LQER scales: A's one, then B's one per group, byte-split", 2,
+            byte_split=True, since_version=2),
 )
 SECTIONS: tuple[str, ...] = tuple(section.name for section in SECTION_TABLE)
+FORMAT_VERSIONS = (1, 2)  # 2 adds the low-rank (LQER) sections; written only when a tensor uses them
+
+
+def sections_of_version(version: int) -> tuple[str, ...]:
+    """The payload sections, in order, of an `.akit` file of this format version."""
+    return tuple(section.name for section in SECTION_TABLE if section.since_version <= version)
+
+
+def byte_split_sections() -> tuple[str, ...]:
+    return tuple(section.name for section in SECTION_TABLE if section.byte_split)
+
+
+@dataclass(frozen=True)
+class LowRankLayout:
+    """Where an int tensor's optional LQER factors go: `codes_section` gets rows*rank +
+    rank*cols int8 codes (A, then B), `scales_section` 1 + rank*cols/group fp16 scales."""
+
+    codes_section: str = "lowrank_codes"
+    scales_section: str = "lowrank_scales"
+
+
+LOWRANK = LowRankLayout()
+
+
+def lowrank_elements(rows: int, cols: int, rank: int, group: int) -> tuple[int, int]:
+    """(codes, scales) elements of rank-`rank` factors of a [rows, cols] matrix."""
+    return rows * rank + rank * cols, 1 + rank * cols // group
+
+
+def valid_lowrank(lowrank: object, shape: tuple[int, ...] | list[int]) -> bool:
+    """A header's `lowrank` record is usable for a matrix of this shape."""
+    if not isinstance(lowrank, dict) or len(shape) < 2:
+        return False
+    rank, group = lowrank.get("rank"), lowrank.get("group")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (rank, group)):
+        return False
+    rows, cols = shape[0], numel_of(shape[1:])
+    return 1 <= rank <= min(rows, cols) and 1 <= group and (rank * cols) % group == 0
 
 
 @dataclass(frozen=True)
@@ -125,14 +171,20 @@ def element_bytes(kind: SchemeKind, dtype: str) -> int:
     return _ELEMENT_BYTES[section] if section else 0
 
 
-def section_bytes(kind: SchemeKind, shape: tuple[int, ...] | list[int], dtype: str) -> dict[str, int]:
-    """Raw (uncompressed) bytes one tensor adds to each section it uses."""
+def section_bytes(kind: SchemeKind, shape: tuple[int, ...] | list[int], dtype: str,
+                  lowrank: dict[str, int] | None = None) -> dict[str, int]:
+    """Raw (uncompressed) bytes one tensor adds to each section it uses (`lowrank`: the
+    header's {"rank", "group"} record of an int tensor's LQER factors, if any)."""
     storage = STORAGE[kind]
     if storage.section is None:
         return {}
     sizes = {storage.section: numel_of(shape) * element_bytes(kind, dtype)}
     if storage.row_section:
         sizes[storage.row_section] = (shape[0] if len(shape) else 1) * _ELEMENT_BYTES[storage.row_section]
+    if lowrank is not None:
+        codes, scales = lowrank_elements(shape[0], numel_of(shape[1:]), lowrank["rank"], lowrank["group"])
+        sizes[LOWRANK.codes_section] = codes * _ELEMENT_BYTES[LOWRANK.codes_section]
+        sizes[LOWRANK.scales_section] = scales * _ELEMENT_BYTES[LOWRANK.scales_section]
     return sizes
 
 

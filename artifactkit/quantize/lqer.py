@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from artifactkit.errors import InputError
+from artifactkit.plan.schemes import valid_lowrank
 
 DEFAULT_RANK = 4
 DEFAULT_GROUP = 64
@@ -59,16 +60,11 @@ class LowRankFactors:
         return {"rank": self.rank, "group": self.group}
 
 
-def factor_sizes(rows: int, cols: int, rank: int, group: int) -> tuple[int, int]:
-    """(codes, scales) element counts the factors of a [rows, cols] matrix store."""
-    return rows * rank + rank * cols, 1 + rank * cols // group
-
-
 def check_layout(rows: int, cols: int, rank: int, group: int, where: str) -> None:
-    if rank < 1 or group < 1 or (rank * cols) % group:
+    if not valid_lowrank({"rank": rank, "group": group}, (rows, cols)):
         raise InputError(f"{where}: low-rank factors of rank {rank} with groups of {group} do not fit a "
-                         f"{rows} x {cols} matrix (rank x cols must be a multiple of the group); "
-                         "choose a group that divides rank x cols")
+                         f"{rows} x {cols} matrix (1 <= rank <= min(rows, cols), and rank x cols a multiple of "
+                         "the group); choose a smaller rank or a group that divides rank x cols")
 
 
 def lowrank_factors(error: torch.Tensor, rank: int = DEFAULT_RANK, group: int = DEFAULT_GROUP) -> LowRankFactors:

@@ -169,7 +169,7 @@ class SizeReport:
 
 def raw_bytes_of(entry: QuantEntry) -> int:
     """Uncompressed bytes the entry occupies in its sections (the schemes table)."""
-    return sum(section_bytes(entry.scheme.kind, entry.shape, entry.dtype).values())
+    return sum(_sections_of(entry).values())
 
 
 def code_histogram(entry: QuantEntry) -> np.ndarray:
@@ -266,8 +266,13 @@ def attribute(model: QuantizedModel, stored: Mapping[str, int], meter: SectionMe
     return category_bytes, tensor_bytes, {c: sum(s.values()) for c, s in standalone.items()}
 
 
+def _sections_of(entry: QuantEntry) -> dict[str, int]:
+    lowrank = entry.lowrank.header_json() if entry.lowrank is not None else None
+    return section_bytes(entry.scheme.kind, entry.shape, entry.dtype, lowrank)
+
+
 def _in_section(entry: QuantEntry, section: str) -> bool:
-    return section in section_bytes(entry.scheme.kind, entry.shape, entry.dtype)
+    return section in _sections_of(entry)
 
 
 def compare_codecs(model: QuantizedModel, names: Iterable[str],
@@ -281,7 +286,7 @@ def compare_codecs(model: QuantizedModel, names: Iterable[str],
         data = encode_artifact(model, name).data
         middle = time.perf_counter()
         reader = ArtifactReader(data, f"<{name}>")
-        for section in SECTIONS:
+        for section in reader.section_spans:
             reader.section(section)
         results.append(CodecResult(name, len(data), middle - start, time.perf_counter() - middle))
     return results
