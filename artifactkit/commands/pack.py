@@ -24,10 +24,8 @@ from artifactkit.errors import CheckFailed
 from artifactkit.fit.record import (
     RECIPE_NAMES,
     RecordRecipe,
-    akit_stores_lowrank,
     option_help,
     quantize_checkpoint,
-    strip_lowrank,
 )
 from artifactkit.format.akit import (
     DEFAULT_CODEC,
@@ -105,11 +103,6 @@ def pack_with_recipe(checkpoint: str, recipe_options: tuple[str, ...], calib: st
         note(message)
     for message in model.meta.get("recipe_notices", []):
         note(f"notice: {message}")
-    if model.meta.get("lqer") and not akit_stores_lowrank():
-        dropped = strip_lowrank(model)
-        note(f"warning: {checkpoint}: this version of the .akit format cannot store LQER factors, so the "
-             f"record's corrections of {', '.join(dropped)} were computed but not written; the artifact is the "
-             "record pipeline without LQER (or pass --recipe-option lqer_top_k=0 to say so)")
     return encode_artifact(model, codec)
 
 

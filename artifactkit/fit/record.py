@@ -44,7 +44,6 @@ no correction, and the model's `meta` says so.
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -56,15 +55,13 @@ import torch
 
 from artifactkit.checkpoint import LoadedCheckpoint, load_checkpoint
 from artifactkit.errors import CheckFailed, InputError
-from artifactkit.format.akit import encode_artifact
-from artifactkit.format.reader import read_artifact
 from artifactkit.plan.banks import expand_banks
-from artifactkit.plan.classify import UserRules, classify_state_dict
+from artifactkit.plan.classify import UserRules
 from artifactkit.plan.clip_rules import ClipRule
 from artifactkit.plan.policy import FP16, Policy, int_scheme
 from artifactkit.plan.rules import SMALL_TENSOR_THRESHOLD
 from artifactkit.plan.schemes import SchemeKind, check_bits, int_levels
-from artifactkit.quantize.apply import QuantEntry, QuantizedModel, quantize_state_dict
+from artifactkit.quantize.apply import QuantizedModel, quantize_state_dict
 from artifactkit.quantize.calibration import self_generated, tokens_from_shards
 from artifactkit.quantize.gptq import PreparedHessian, collect_hessians, gptq_quantize, prepare_hessian
 from artifactkit.quantize.intn import QuantizedTensor, quantize_with_scales, relative_rms_error
@@ -393,40 +390,6 @@ def _apply_lqer(model: QuantizedModel, expanded: Mapping[str, torch.Tensor], err
         entry.reason += f" + LQER rank {rank}"
         chosen.append(name)
     return chosen
-
-
-@functools.cache
-def akit_stores_lowrank() -> bool:
-    """Whether this version's `.akit` writer and reader carry LQER factors: a one-matrix
-    model with a correction is encoded, read back, and its restored weights compared.
-    (The format gains the factors in a version bump; until then the writer would name
-    them in the header without storing them, so the recipe must not hand them over.)"""
-    generator = torch.Generator().manual_seed(0)
-    weight = torch.randn(8, 64, generator=generator)
-    quantized = rtn_record_rows(weight, 4, 3.0)
-    entry = QuantEntry("probe.weight", "other", int_scheme(4, "std:3.0"), "probe", (8, 64), "float32",
-                       quantized=quantized)
-    entry.lowrank = lowrank_factors(weight - quantized.dequantize(), 2, 64)
-    probe = QuantizedModel([entry], [], [], Policy("probe", {}), classify_state_dict({}, None), {})
-    try:
-        restored = read_artifact(encode_artifact(probe, "zlib").data).state_dict()["probe.weight"]
-    except (InputError, KeyError):
-        return False
-    return torch.equal(restored, entry.restored())
-
-
-def strip_lowrank(model: QuantizedModel) -> list[str]:
-    """Remove every LQER correction from `model` (for a format that cannot store them);
-    returns the names that had one."""
-    names = []
-    for entry in model.entries:
-        if entry.lowrank is not None:
-            entry.lowrank = None
-            entry.reason = entry.reason.split(" + LQER")[0] + " (LQER computed, not stored: this .akit cannot hold it)"
-            names.append(entry.name)
-    if names:
-        model.meta = {**model.meta, "lqer": [], "lqer_dropped": names}
-    return names
 
 
 def calibration_seq_len(recipe: RecordRecipe, checkpoint: LoadedCheckpoint, config: Mapping[str, Any]) -> int:
