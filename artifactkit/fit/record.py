@@ -75,7 +75,6 @@ RECIPE_NAMES = ("record",)
 RECORD_SOURCE = ("records/2026-04-29_SmearGateBOSFix_3Seed_1.06141: train_gpt.py, "
                  "constants from train_seed42_rerun_gptq8s.log")
 CALIBRATION_BATCH = 8  # sequences per forward pass while collecting Hessians
-ROLES = ("embed", "attn", "mlp", "matrix")
 
 
 def _help(text: str, default: Any) -> Any:
@@ -143,7 +142,8 @@ class RecordRecipe:
         return int(self.embed_bits if role == "embed" else self.matrix_bits)
 
     def role(self, name: str, category: str) -> str:
-        """The record's test order: the embedding name first, then MLP, attention, else matrix."""
+        """embed / attn / mlp / matrix, in the record's test order: the embedding name first,
+        then MLP, attention, else any other large matrix."""
         if re.search(self.embed_pattern, name):
             return "embed"
         if category in ("mlp", "attn"):
