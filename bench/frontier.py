@@ -493,10 +493,13 @@ def targets(points: list[Point]) -> dict[str, Any]:
                             "record_delta": best.delta_bpb if best else None,
                             "record_se": best.extra.get("delta_se") if best else None,
                             "ratio": ratio(fit.delta_bpb, best.delta_bpb) if best else None})
+    all_fits = [p for p in points if p.pipeline == "fit"]
     equal_damage = []
     for point in frontier:
-        direct = next((f for f in fits if point.setting in f.extra.get("for_frontier", [])), None)
-        if direct is not None:  # fit at 0.90 x this point's bytes: is its damage no worse?
+        direct = next((f for f in all_fits if point.setting in f.extra.get("for_frontier", [])), None)
+        if direct is not None and direct.bytes is None:
+            chosen, how, met = None, "direct: fit at 0.90 × its bytes does not fit", False
+        elif direct is not None:  # fit at 0.90 x this point's bytes: is its damage no worse?
             chosen, how = direct, "direct: fit at 0.90 × its bytes"
             met = direct.delta_bpb <= point.delta_bpb
         else:  # the fewest-byte measured fit point that is at least as good
