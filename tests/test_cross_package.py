@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from artifactkit.checkpoint import load_checkpoint
@@ -23,8 +24,11 @@ def test_trained_checkpoint_is_fully_classified(tmp_path):
     assert other == [], f"train saves tensors artifactkit cannot classify or should not ship: {other}"
 
 
-def test_seed11_model_gets_int6_matrices_and_no_fallthrough():
-    config = preset_config("seed11").model
+@pytest.mark.parametrize("preset", ["seed11", "mid"])
+def test_preset_model_gets_int6_matrices_and_no_fallthrough(preset):
+    """seed11 and mid: every attention and MLP matrix is above the small-tensor
+    threshold, so the default policy int6-quantizes all of them."""
+    config = preset_config(preset).model
     with torch.device("meta"):
         model = build_model(config.to_dict())
     state = {name: torch.zeros(p.shape, dtype=torch.float32) for name, p in model.state_dict().items()}

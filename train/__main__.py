@@ -59,7 +59,8 @@ def _generated_options(command: Callable) -> Callable:
 
 @click.command(context_settings=CONTEXT)
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
-              help="Defaults to start from (tiny: CPU minutes; seed11: 11x512 A/B size; seed20). Default tiny.")
+              help="Defaults to start from (tiny: CPU minutes; mid: 4x384 whose matrices artifactkit int6-quantizes, "
+                   "<= 15 CPU minutes; seed11: the seed's 11x512 A/B run; seed20). Default tiny.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML file: TrainConfig fields at top level, ModelConfig fields under [model].")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")

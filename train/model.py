@@ -4,6 +4,12 @@ orthogonalise every layer in one batched call) and its forward pass.
 Every weight matmul goes through `torch.nn.functional.linear`, because artifactkit's
 GPTQ calibration intercepts `F.linear` calls to capture activations. State-dict names
 are a contract with artifactkit's classifier (see `GPT` below); do not rename them.
+
+The default config reproduces the seed (`JEPA_LM` in the seed's `train_gpt.py`) exactly,
+its bugs included: with identical weights the logits agree to float tolerance
+(`tests/train/test_seed_parity.py`). Each departure is a named option, off by default
+(`skip_placement`, `rope_fix_long_context`, `bigram_fix_init`); train/README.md lists
+them with the evidence.
 """
 
 from __future__ import annotations
@@ -15,6 +21,16 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+CONFIG_VERSION = 2
+# What version-1 configs (written before the seed-faithful model, without a
+# `config_version` key) meant by the options added in version 2: the model they were
+# trained as.
+VERSION_1_VALUES = {"skip_placement": "before_block", "rope_fix_long_context": True, "bigram_fix_init": True}
+SKIP_PLACEMENTS = ("after_block", "before_block")
+# The seed's Rotary is built with train_seq_len=1024: longer sequences take its
+# (mis-parenthesised) long-context branch.
+SEED_ROPE_TRAIN_LEN = 1024
 
 
 @dataclass
@@ -36,6 +52,18 @@ class ModelConfig:
     logit_softcap: float = field(default=30.0, metadata={"help": "Logits are softcapped as c * tanh(logits / c)."})
     qk_gain_init: float = field(default=1.5, metadata={"help": "Initial per-head query gain after q/k RMSNorm."})
     embed_init_std: float = field(default=0.005, metadata={"help": "Std of the tied embedding's normal init."})
+    skip_placement: str = field(default="after_block", metadata={"help": (
+        "Where U-Net skip j joins decoder block E+j (E = num_layers // 2): after_block (the seed: added to the "
+        "block's output) or before_block (modded-nanogpt: added to its input; a departure).")})
+    rope_fix_long_context: bool = field(default=False, metadata={"help": (
+        "Departure: standard RoPE at every length. Off (the seed): sequences longer than 1,024 use the seed's "
+        "mis-parenthesised frequencies, ~5e-5 rad/token at 2,048 (almost no positional signal).")})
+    bigram_fix_init: bool = field(default=False, metadata={"help": (
+        "Departure: init the BigramHash projection with std bigram_dim^-0.5 so the feature learns. Off (the seed): "
+        "table and projection both start at zero, so their gradients stay zero and BigramHash is dead.")})
+    config_version: int = field(default=CONFIG_VERSION, metadata={"help": (
+        "Format of this config (not a command-line option). Dicts without it are version 1, written before the "
+        "seed-faithful model; they rebuild with before_block skips, the RoPE fix and the BigramHash fix.")})
 
     def __post_init__(self) -> None:
         if self.model_dim % self.num_heads:
@@ -45,10 +73,15 @@ class ModelConfig:
             raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}; "
                              "grouped-query attention needs whole groups")
         head_dim = self.model_dim // self.num_heads
-        if self.rope_dims % 2 or self.rope_dims > head_dim:
-            raise ValueError(f"rope_dims {self.rope_dims} must be even and at most head_dim {head_dim}")
+        if self.rope_dims % 2 or self.rope_dims > head_dim or self.rope_dims < 4:
+            raise ValueError(f"rope_dims {self.rope_dims} must be even, at least 4 and at most head_dim {head_dim}")
         if not 0 <= self.xsa_last_n <= self.num_layers:
             raise ValueError(f"xsa_last_n {self.xsa_last_n} must lie in [0, num_layers={self.num_layers}]")
+        if self.skip_placement not in SKIP_PLACEMENTS:
+            raise ValueError(f"skip_placement {self.skip_placement!r} is not one of {list(SKIP_PLACEMENTS)}")
+        if self.config_version not in (1, CONFIG_VERSION):
+            raise ValueError(f"config_version {self.config_version} is unknown; this trainer reads 1 and "
+                             f"{CONFIG_VERSION}")
 
     @property
     def head_dim(self) -> int:
@@ -67,10 +100,15 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, config: dict) -> ModelConfig:
+        """The config a checkpoint recorded. A dict without `config_version` predates the
+        seed-faithful options; it gets the values its model was trained with."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"unknown model config keys {unknown}; known keys are {sorted(known)}")
+        config = dict(config)
+        if config.get("config_version", 1) == 1:
+            config = {**VERSION_1_VALUES, **config, "config_version": 1}
         return cls(**config)
 
 
@@ -84,7 +122,7 @@ def softcap(logits: torch.Tensor, cap: float) -> torch.Tensor:
 
 class BigramHash(nn.Module):
     """Embedding of the hashed (previous, current) token pair, projected to d and
-    scaled by a learnable scalar (starts small so the block learns to use it)."""
+    scaled by a learnable scalar. Initialised by `GPT.reset_parameters`."""
 
     def __init__(self, buckets: int, dim: int, model_dim: int) -> None:
         super().__init__()
@@ -92,8 +130,6 @@ class BigramHash(nn.Module):
         self.emb = nn.Embedding(buckets, dim)
         self.proj = nn.Linear(dim, model_dim, bias=False)
         self.scale = nn.Parameter(torch.tensor(0.05))
-        nn.init.zeros_(self.emb.weight)
-        nn.init.normal_(self.proj.weight, std=dim**-0.5)
 
     def bucket_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         current = input_ids.long()
@@ -105,7 +141,9 @@ class BigramHash(nn.Module):
         return hashed
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.scale * F.linear(self.emb(self.bucket_ids(input_ids)), self.proj.weight)
+        embedded = self.emb(self.bucket_ids(input_ids))
+        projected = F.linear(embedded, self.proj.weight.to(embedded.dtype))  # the seed's CastedLinear
+        return projected * self.scale.to(projected.dtype)
 
 
 class SmearGate(nn.Module):
@@ -124,22 +162,34 @@ class SmearGate(nn.Module):
 class Rotary(nn.Module):
     """cos/sin tables for partial RoPE (only the first `rope_dims` head dims rotate)."""
 
-    def __init__(self, rope_dims: int, base: float) -> None:
+    def __init__(self, rope_dims: int, base: float, fix_long_context: bool) -> None:
         super().__init__()
-        inverse_freq = 1.0 / (base ** (torch.arange(0, rope_dims, 2, dtype=torch.float32) / rope_dims))
-        self.register_buffer("inverse_freq", inverse_freq, persistent=False)
-        self.rope_dims = rope_dims
+        self.rope_dims, self.base, self.fix_long_context = rope_dims, base, fix_long_context
+        exponents = torch.arange(0, rope_dims, 2, dtype=torch.float32) / rope_dims
+        self.register_buffer("exponents", exponents, persistent=False)
+        self.register_buffer("inverse_freq", 1.0 / (base ** exponents), persistent=False)
 
-    def forward(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        positions = torch.arange(seq_len, device=device, dtype=torch.float32)
-        angles = torch.outer(positions, self.inverse_freq.to(device))
-        return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
+    def frequencies(self, seq_len: int, device: torch.device) -> torch.Tensor:
+        """Radians per position for each rotated pair."""
+        if seq_len <= SEED_ROPE_TRAIN_LEN or self.fix_long_context:
+            return self.inverse_freq.to(device)
+        # The seed's long-context branch, verbatim: 1/(base*(T/1024)**(rd/(rd-2))**(i/rd)).
+        # `**` binds right to left, so the exponent i/rd lands on rd/(rd-2) instead of on
+        # the scaled base: every frequency becomes ~1/(2.0..2.2 * base), ~5e-5 rad/token.
+        rd, ratio = self.rope_dims, seq_len / SEED_ROPE_TRAIN_LEN
+        exponents = self.exponents.to(device)
+        return 1.0 / (self.base * ratio ** ((rd / (rd - 2)) ** exponents))
+
+    def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        frequencies = self.frequencies(seq_len, device)
+        angles = torch.outer(torch.arange(seq_len, device=device, dtype=frequencies.dtype), frequencies)
+        return angles.cos()[None, :, None, :].to(dtype), angles.sin()[None, :, None, :].to(dtype)
 
     def apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = self.rope_dims // 2
         rotated, passthrough = x[..., : self.rope_dims], x[..., self.rope_dims :]
-        first, second = rotated[..., :half].float(), rotated[..., half:].float()
-        out = torch.cat([first * cos + second * sin, second * cos - first * sin], dim=-1).to(x.dtype)
+        first, second = rotated[..., :half], rotated[..., half:]
+        out = torch.cat([first * cos + second * sin, first * (-sin) + second * cos], dim=-1)
         return torch.cat([out, passthrough], dim=-1)
 
 
@@ -198,7 +248,7 @@ class GPT(nn.Module):
         self.num_decoder_layers = layers - self.num_encoder_layers
         self.skip_w = nn.Parameter(torch.ones(min(self.num_encoder_layers, self.num_decoder_layers), d))
         self.blocks = nn.ModuleList(Block(config, i) for i in range(layers))
-        self.rotary = Rotary(config.rope_dims, config.rope_base)
+        self.rotary = Rotary(config.rope_dims, config.rope_base, config.rope_fix_long_context)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -213,6 +263,11 @@ class GPT(nn.Module):
         # Output projections start at zero: every block begins as the identity.
         self.qo_bank[layers:].zero_()
         self.mlp_down_bank.zero_()
+        nn.init.zeros_(self.bigram.emb.weight)
+        if self.config.bigram_fix_init:
+            nn.init.normal_(self.bigram.proj.weight, std=self.config.bigram_dim**-0.5)
+        else:
+            nn.init.zeros_(self.bigram.proj.weight)  # the seed's: with both zero, no gradient ever flows
 
     def banks(self) -> dict[str, torch.Tensor]:
         return {name: getattr(self, name) for name in self.bank_names}
@@ -226,12 +281,14 @@ class GPT(nn.Module):
         config, layers, i = self.config, self.config.num_layers, block.layer_index
         batch, seq_len, _ = x.shape
         heads, kv_heads, head_dim = config.num_heads, config.num_kv_heads, config.head_dim
-        q = F.linear(x, banks["qo_bank"][i]).view(batch, seq_len, heads, head_dim)
-        k = F.linear(x, banks["kv_bank"][i]).view(batch, seq_len, kv_heads, head_dim)
-        v = F.linear(x, banks["kv_bank"][layers + i]).view(batch, seq_len, kv_heads, head_dim)
-        q = rms_norm(q) * block.attn.qg.to(q.dtype)[None, None, :, None]
-        k = rms_norm(k)
-        q, k = self.rotary.apply(q, *rope), self.rotary.apply(k, *rope)
+        q = F.linear(x, banks["qo_bank"][i].to(x.dtype)).view(batch, seq_len, heads, head_dim)
+        k = F.linear(x, banks["kv_bank"][i].to(x.dtype)).view(batch, seq_len, kv_heads, head_dim)
+        v = F.linear(x, banks["kv_bank"][layers + i].to(x.dtype)).view(batch, seq_len, kv_heads, head_dim)
+        q, k = rms_norm(q), rms_norm(k)
+        cos, sin = (table.to(q.dtype) for table in rope)
+        # the query gain after the rotation, as the seed applies it
+        q = self.rotary.apply(q, cos, sin) * block.attn.qg.to(q.dtype)[None, None, :, None]
+        k = self.rotary.apply(k, cos, sin)
         flash = _flash_attention() if x.is_cuda else None
         if flash is not None:
             half = torch.bfloat16
@@ -249,11 +306,19 @@ class GPT(nn.Module):
             direction = F.normalize(v, dim=-1).unsqueeze(3)
             grouped = grouped - (grouped * direction).sum(-1, keepdim=True) * direction
             y = grouped.reshape(batch, seq_len, heads, head_dim)
-        return F.linear(y.reshape(batch, seq_len, heads * head_dim), banks["qo_bank"][layers + i])
+        return F.linear(y.reshape(batch, seq_len, heads * head_dim), banks["qo_bank"][layers + i].to(x.dtype))
 
     def mlp(self, block: Block, x: torch.Tensor, banks: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden = F.leaky_relu(F.linear(x, banks["mlp_up_bank"][block.layer_index]), 0.5).square()
-        return F.linear(hidden, banks["mlp_down_bank"][block.layer_index])
+        i = block.layer_index
+        hidden = F.leaky_relu(F.linear(x, banks["mlp_up_bank"][i].to(x.dtype)), 0.5).square()
+        return F.linear(hidden, banks["mlp_down_bank"][i].to(x.dtype))
+
+    def block_forward(self, block: Block, x: torch.Tensor, x0: torch.Tensor, banks: dict[str, torch.Tensor],
+                      rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        mix = block.rm.to(x.dtype)
+        x = mix[0] * x + mix[1] * x0
+        x = x + block.as_.to(x.dtype) * self.attention(block, rms_norm(x) * block.norm_scale, banks, rope)
+        return x + block.ms.to(x.dtype) * self.mlp(block, rms_norm(x) * block.norm_scale, banks)
 
     def hidden_states(self, input_ids: torch.Tensor, banks: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Final normalised hidden states [B, T, d]. `banks` overrides the four weight
@@ -261,24 +326,26 @@ class GPT(nn.Module):
         banks = self.banks() if banks is None else banks
         x = self.embed(input_ids)
         x0 = x
-        rope = self.rotary(input_ids.size(1), input_ids.device)
+        rope = self.rotary(input_ids.size(1), input_ids.device, torch.float32)
+        skip_before = self.config.skip_placement == "before_block"
         skips: list[torch.Tensor] = []
         for block in self.blocks:
             i = block.layer_index
-            if i >= self.num_encoder_layers and skips:
-                # U-Net: decoder layer j adds the output of encoder layer (E-1-j).
-                j = i - self.num_encoder_layers
-                x = x + self.skip_w[j].to(x.dtype) * skips.pop()
-            mix = block.rm.to(x.dtype)
-            x = mix[0] * x + mix[1] * x0
-            x = x + block.as_.to(x.dtype) * self.attention(block, rms_norm(x) * block.norm_scale, banks, rope)
-            x = x + block.ms.to(x.dtype) * self.mlp(block, rms_norm(x) * block.norm_scale, banks)
+            # U-Net: decoder block E+j is joined by the output of encoder block E-1-j.
+            joins = i >= self.num_encoder_layers and bool(skips)
+            if joins and skip_before:
+                x = x + self.skip_w[i - self.num_encoder_layers].to(x.dtype) * skips.pop()
+            x = self.block_forward(block, x, x0, banks, rope)
             if i < self.num_encoder_layers:
                 skips.append(x)
+            elif joins and not skip_before:
+                x = x + self.skip_w[i - self.num_encoder_layers].to(x.dtype) * skips.pop()
         return rms_norm(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return softcap(F.linear(hidden, self.tok_emb.weight).float(), self.config.logit_softcap)
+        """Softcapped logits, returned as float32 (the softcap itself runs in the working
+        dtype, bf16 under autocast, as the seed's does)."""
+        return softcap(F.linear(hidden, self.tok_emb.weight.to(hidden.dtype)), self.config.logit_softcap).float()
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids [B, T] -> softcapped float logits [B, T, V]."""

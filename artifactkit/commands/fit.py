@@ -19,17 +19,23 @@ from artifactkit.commands._options import (
 )
 from artifactkit.commands.pack import CODEC_CHOICES
 from artifactkit.errors import InputError
+from artifactkit.fit.candidates import (
+    DEFAULT_BITS_CHOICES,
+    DEFAULT_CLIP_CHOICES,
+    DEFAULT_LQER_RANK,
+    DEFAULT_STEP_GRID,
+    MIN_CLIP_STDS,
+    parse_bits_choices,
+    parse_clip_choices,
+    parse_step_grid,
+)
 from artifactkit.fit.pipeline import (
     DAMAGE_CHOICES,
     DAMAGE_HESSIAN_KL,
-    DEFAULT_BITS_CHOICES,
     DEFAULT_CALIB_SEQS,
-    DEFAULT_CLIP_CHOICES,
     FitOptions,
     FitResult,
     fit_checkpoint,
-    parse_bits_choices,
-    parse_clip_choices,
 )
 from artifactkit.format.akit import DEFAULT_CODEC, write_artifact
 from artifactkit.io import refuse_overwriting_inputs
@@ -46,7 +52,9 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 
 
 def render_text(result: FitResult, output: str) -> str:
-    rows = [(row["name"], row["category"], "x".join(map(str, row["shape"])), f"int{row['bits']}", row["clip"],
+    rows = [(row["name"], row["category"], "x".join(map(str, row["shape"])),
+             f"int{row['bits']}" + (f"+lqer{row['lqer_rank']}" if row["lqer_rank"] else "")
+             if row["scheme"] == "int" else row["scheme"], row["clip"] or "-",
              row["method"], fmt_int(row["estimated_bytes"]), f"{row['damage']:.4g}") for row in result.plan_rows()]
     line = result.line
     step = result.smallest_step_bytes
@@ -86,9 +94,22 @@ def render_text(result: FitResult, output: str) -> str:
 @click.option("--config", "config_path", type=EXISTING_FILE,
               help="JSON object passed to the factory instead of the checkpoint's 'config' (for raw state dicts).")
 @click.option("--bits-choices", default=",".join(map(str, DEFAULT_BITS_CHOICES)), show_default=True,
-              help="Bit widths each matrix may take.")
+              help="Bit widths each matrix may take with each --clip-choices rule (none: no such candidates); "
+                   "also the widths the --step-grid candidates pick from.")
 @click.option("--clip-choices", default=",".join(DEFAULT_CLIP_CHOICES), show_default=True,
               help="Clip rules each matrix may take: percentile, percentile:Q, std:K, mse.")
+@click.option("--step-grid", "step_grid", default="auto", show_default=True, metavar="auto|none|S,...",
+              help="SDClip candidates: quantization steps in row standard deviations (scale = k * std / levels, "
+                   "step = k / levels). Entropy-coded, the step -- not the nominal width -- sets the bytes, so this is "
+                   f"the rate knob. Each step takes the narrowest width whose range reaches {MIN_CLIP_STDS:g} stds. "
+                   f"auto: {','.join(f'{s:g}' for s in DEFAULT_STEP_GRID)}.")
+@click.option("--keep-float/--no-keep-float", default=True, show_default=True,
+              help="A matrix may also stay fp16 (the policy's scheme for small tensors): with a budget that "
+                   "allows fp16 for everything, fit keeps everything fp16.")
+@click.option("--lqer", "lqer_rank", type=click.IntRange(min=0), default=0, show_default=True, metavar="RANK",
+              help="Also offer every int candidate with a rank-RANK LQER correction of its error (A int2, B int4 in "
+                   f"groups of 64, as the public records store it; {DEFAULT_LQER_RANK} is the records' rank). 0: off. "
+                   "The artifact then needs a loader exported with --artifact or --lowrank.")
 @click.option("--gptq/--no-gptq", default=True, show_default=True,
               help="Quantize candidates with GPTQ (when calibration runs) instead of round-to-nearest.")
 @click.option("--act-order/--no-act-order", default=True, show_default=True,
@@ -120,16 +141,20 @@ def render_text(result: FitResult, output: str) -> str:
 @guarded
 def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budget: int, code_rule: str,
                 calib: str | None, calib_seqs: int, seq_len: int | None, model_ref: str | None, config_path: str | None,
-                bits_choices: str,
-                clip_choices: str, gptq: bool, act_order: bool, search_clip: bool, damage: str, codec: str, seed: int, device: str, small_threshold: int | None, rules_path: str | None,
+                bits_choices: str, clip_choices: str, step_grid: str, keep_float: bool, lqer_rank: int, gptq: bool, act_order: bool, search_clip: bool, damage: str, codec: str, seed: int, device: str, small_threshold: int | None, rules_path: str | None,
                 val: str | None, tokenizer: str | None, val_max_tokens: int | None, progress: bool | None,
                 as_json: bool) -> None:
-    """Choose bits and clip for every large matrix of CHECKPOINT so that artifact +
-    code bytes fit --budget with the least damage, then pack and verify the artifact.
+    """Choose how to store every large matrix of CHECKPOINT (bits, clip, SDClip step,
+    fp16, optional LQER) so that artifact + code bytes fit --budget with the least
+    damage, then pack and verify the artifact.
 
-    Damage is the layer output error tr(dW H dW^T) on calibration activations (H from
-    the layer's inputs), rescaled per matrix to the output KL it causes (--damage), when
-    a model factory is known; else the squared weight error.
+    Candidates per matrix: what 'pack' stores (so a budget that allows the default pack
+    never gets a worse plan), --bits-choices x --clip-choices with GPTQ, the --step-grid
+    steps, and fp16 (--keep-float). Damage is the layer output error tr(dW H dW^T) on
+    calibration activations (H from the layer's inputs; a tied embedding's lookup role
+    weighted by how often each row is looked up), rescaled per matrix and role to the
+    output KL it causes (--damage), when a model factory is known; else the squared
+    weight error.
     Bytes of every candidate are measured with the real codec; the written artifact
     is packed for real and never exceeds the budget. Exit 1 when even the smallest
     plan does not fit.
@@ -143,7 +168,8 @@ def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budge
     options = FitOptions(
         budget=budget, code_files=list(code_files) or [str(p) for p in default_code_files()], code_rule=code_rule,
         calib=calib, calib_seqs=calib_seqs, seq_len=seq_len, model=model_ref, config=config_path,
-        bits_choices=parse_bits_choices(bits_choices), clip_choices=parse_clip_choices(clip_choices), gptq=gptq,
+        bits_choices=parse_bits_choices(bits_choices), clip_choices=parse_clip_choices(clip_choices),
+        step_grid=parse_step_grid(step_grid), keep_float=keep_float, lqer_rank=lqer_rank, gptq=gptq,
         act_order=act_order, search_clip=search_clip, damage=damage,
         codec=codec, seed=seed, device=device, user_rules=load_rules(rules_path),
         small_threshold=small_threshold,

@@ -40,7 +40,7 @@ from torch.overrides import TorchFunctionMode
 from artifactkit.errors import CheckFailed, InputError
 from artifactkit.plan.banks import bank_layout, member_names
 from artifactkit.plan.clip_rules import MSE_STD_MULTIPLES, SEED_PERCENTILES, ClipRule
-from artifactkit.plan.schemes import int_levels as levels_for
+from artifactkit.plan.schemes import int_levels
 from artifactkit.quantize.intn import row_clip, scales_from_clip
 
 # Tensor methods that make a converted copy of a weight inside a forward; the copy is
@@ -97,24 +97,15 @@ def weight_names(model: nn.Module) -> dict[tuple[Any, ...], str]:
     return names
 
 
-class HessianCollector(TorchFunctionMode):
-    """Accumulate H = 2 X^T X / n (float64) for the weight of every F.linear call made
-    while the mode is active:
-
-        with HessianCollector(model) as collector:
-            model(tokens)
-        hessians = collector.hessians()
-
-    `unmatched` counts F.linear calls whose weight is not a parameter (or bank slice,
-    or a converted copy of one) of `model`, keyed by the weight's shape."""
+class WeightTracker(TorchFunctionMode):
+    """A torch function mode that knows which expanded state-dict name a tensor passed to a
+    functional call belongs to: a parameter, a bank slice, or a converted copy of either
+    (`self.weight.to(x.dtype)` inside a forward is followed back to its name)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self._names = weight_names(model)
         self._aliases: dict[int, tuple[weakref.ref, str]] = {}
-        self._sums: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, int] = {}
-        self.unmatched: dict[tuple[int, ...], int] = {}
 
     def _name_of(self, tensor: Any) -> str | None:
         if not isinstance(tensor, torch.Tensor):
@@ -138,6 +129,38 @@ class HessianCollector(TorchFunctionMode):
                 del aliases[identity]
 
         aliases[identity] = (weakref.ref(result, forget), name)
+
+    def _follow_conversion(self, func: Callable[..., Any], args: tuple, result: Any) -> None:
+        if func in _CONVERSIONS and args and result is not args[0]:
+            name = self._name_of(args[0])
+            if name is not None:
+                self._remember_alias(result, name)
+
+
+class HessianCollector(WeightTracker):
+    """Accumulate H = 2 X^T X / n (float64) for the weight of every F.linear call made
+    while the mode is active, and count the ids looked up in every F.embedding table:
+
+        with HessianCollector(model) as collector:
+            model(tokens)
+        hessians, lookups = collector.hessians(), collector.lookup_counts
+
+    `unmatched` counts F.linear calls whose weight is not a parameter (or bank slice,
+    or a converted copy of one) of `model`, keyed by the weight's shape. A tied
+    embedding shows up in both: its output-head role as a Hessian, its lookup role as
+    per-row id counts."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self._sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.lookup_counts: dict[str, torch.Tensor] = {}
+        self.unmatched: dict[tuple[int, ...], int] = {}
+
+    def _count_lookups(self, name: str, ids: torch.Tensor, rows: int) -> None:
+        counts = torch.bincount(ids.detach().reshape(-1).long().cpu(), minlength=rows).to(torch.float64)[:rows]
+        total = self.lookup_counts.get(name)
+        self.lookup_counts[name] = counts if total is None else total + counts
 
     def _accumulate(self, name: str, inputs: torch.Tensor) -> None:
         rows = inputs.detach().reshape(-1, inputs.shape[-1]).to(torch.float64)
@@ -164,10 +187,14 @@ class HessianCollector(TorchFunctionMode):
                 self.unmatched[shape] = self.unmatched.get(shape, 0) + 1
             else:
                 self._accumulate(name, inputs)
-        elif func in _CONVERSIONS and args and result is not args[0]:
-            name = self._name_of(args[0])
-            if name is not None:
-                self._remember_alias(result, name)
+        elif func is F.embedding:
+            ids = args[0] if args else kwargs.get("input")
+            weight = args[1] if len(args) > 1 else kwargs.get("weight")
+            name = self._name_of(weight)
+            if name is not None and isinstance(ids, torch.Tensor):
+                self._count_lookups(name, ids, weight.shape[0])
+        else:
+            self._follow_conversion(func, args, result)
         return result
 
     def hessians(self) -> dict[str, torch.Tensor]:
@@ -181,6 +208,14 @@ def collect_hessians(
     """Run `model(batch)` on every token batch [B, T] (moved to `device`; the model must
     already be there) in eval mode without gradients, and return the Hessian of every
     F.linear weight, named as in the expanded state dict (float64, on the CPU)."""
+    return collect_statistics(model, batches, device)[0]
+
+
+def collect_statistics(
+    model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device | str
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """`collect_hessians`, plus how often each row of every F.embedding table was looked
+    up (name -> float64 counts [rows], on the CPU)."""
     device = torch.device(device)
     first = next(iter(model.parameters()), None)
     if first is not None and first.device.type != device.type:
@@ -206,7 +241,8 @@ def collect_hessians(
             "model: no torch.nn.functional.linear call used one of the model's parameters; "
             "GPTQ needs linear layers (nn.Linear or F.linear on a weight / bank slice)"
         )
-    return {name: hessian.cpu() for name, hessian in collector.hessians().items()}
+    return ({name: hessian.cpu() for name, hessian in collector.hessians().items()},
+            dict(collector.lookup_counts))
 
 
 def _inverse_hessian_factor(hessian: torch.Tensor, damp: float, name: str) -> torch.Tensor:
@@ -230,13 +266,17 @@ def _inverse_hessian_factor(hessian: torch.Tensor, damp: float, name: str) -> to
 
 
 def _feedback_round(
-    work: torch.Tensor, scales: torch.Tensor, bits: int, inverse_factor: torch.Tensor, block_size: int
+    work: torch.Tensor, scales: torch.Tensor, bits: int | torch.Tensor, inverse_factor: torch.Tensor, block_size: int
 ) -> torch.Tensor:
     """The GPTQ rounding loop: codes int8 [rows, cols] for `work` (float32, consumed) with
-    fixed per-row `scales`, given the upper Cholesky factor of the damped inverse Hessian."""
+    fixed per-row `scales`, given the upper Cholesky factor of the damped inverse Hessian.
+    `bits` is one width, or one per row (stacked candidates of different widths)."""
     rows, cols = work.shape
     work_device = work.device
-    levels = levels_for(bits)
+    if isinstance(bits, torch.Tensor):
+        levels = (2.0 ** (bits.to(work_device, torch.float32) - 1) - 1).reshape(rows)
+    else:
+        levels = torch.full((rows,), float(int_levels(bits)), device=work_device)
     scale32 = scales.float()
     zero_rows = scale32 == 0
     divisor = torch.where(zero_rows, torch.ones_like(scale32), scale32)
@@ -248,7 +288,7 @@ def _feedback_round(
         factor_block = inverse_factor[start:end, start:end]
         for offset in range(end - start):
             column = block[:, offset]
-            rounded = torch.clamp(torch.round(column / divisor), -levels, levels)
+            rounded = torch.minimum(torch.maximum(torch.round(column / divisor), -levels), levels)
             rounded = torch.where(zero_rows, torch.zeros_like(rounded), rounded)
             codes[:, start + offset] = rounded.to(torch.int8)
             error = (column - rounded * scale32) / factor_block[offset, offset]
@@ -429,6 +469,51 @@ def gptq_quantize(
     if permutation is not None:
         codes = codes[:, torch.argsort(permutation)]
     return codes.to(weight.device), scales.to(weight.device)
+
+
+def gptq_candidates(
+    weight: torch.Tensor,
+    prepared: PreparedHessian,
+    candidates: list[tuple[int, torch.Tensor]],
+    *,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    device: torch.device | str | None = None,
+    name: str = "weight",
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """GPTQ-round `weight` [rows, cols] once per candidate (bits, per-row clip float32
+    [rows]), all in stacked passes (rows are independent and share the factor, so the
+    column loop runs once per chunk, not once per candidate). Returns (codes int8,
+    scales float16) per candidate, on the CPU, exactly what `gptq_quantize` returns for
+    that fixed clip vector."""
+    if weight.ndim != 2 or tuple(prepared.hessian64.shape) != (weight.shape[1], weight.shape[1]):
+        raise InputError(f"{name}: GPTQ needs a 2-D weight whose columns match the prepared Hessian; "
+                         "collect the Hessian for this tensor from the same model")
+    rows, cols = weight.shape
+    work_device = torch.device(device) if device is not None else weight.device
+    work = weight.detach().to(work_device, torch.float32)
+    if not torch.isfinite(work).all():
+        raise InputError(f"{name}: weight has NaN or inf values; fix the checkpoint before quantizing")
+    scales = [scales_from_clip(clip.to(work_device), bits) for bits, clip in candidates]
+    if rows == 0 or cols == 0:
+        return [(torch.zeros(rows, cols, dtype=torch.int8), scale.cpu()) for scale in scales]
+    permutation = prepared.permutation
+    if permutation is not None:
+        permutation = permutation.to(work_device)
+        work = work[:, permutation]
+    inverse_factor = prepared.inverse_factor.to(work_device)
+    per_chunk = max(1, STACK_ELEMENTS // max(1, rows * cols))
+    results = []
+    for first in range(0, len(candidates), per_chunk):
+        chunk = range(first, min(first + per_chunk, len(candidates)))
+        stacked_bits = torch.cat([torch.full((rows,), candidates[i][0]) for i in chunk])
+        stacked_scales = torch.cat([scales[i] for i in chunk])
+        codes = _feedback_round(work.repeat(len(chunk), 1), stacked_scales, stacked_bits, inverse_factor, block_size)
+        for offset, index in enumerate(chunk):
+            block = codes[offset * rows:(offset + 1) * rows]
+            if permutation is not None:
+                block = block[:, torch.argsort(permutation)]
+            results.append((block.cpu(), scales[index].cpu()))
+    return results
 
 
 def gptq_state_dict(

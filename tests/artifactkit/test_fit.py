@@ -17,16 +17,12 @@ from click.testing import CliRunner
 
 from artifactkit.checkpoint import load_checkpoint
 from artifactkit.cli import main
-from artifactkit.fit.pipeline import (
-    Calibration,
-    Group,
-    best_upgrade,
-    fill_greedy,
-    kl_sensitivities,
-    smallest_step,
-    solve_knapsack,
-)
+from artifactkit.fit.candidates import Group
+from artifactkit.fit.knapsack import best_upgrade, fill_greedy, smallest_step, solve_knapsack
+from artifactkit.fit.sensitivity import Calibration, kl_sensitivities
 from artifactkit.format.reader import read_artifact
+from artifactkit.plan.policy import int_scheme
+from artifactkit.quantize.apply import QuantEntry
 from artifactkit.quantize.intn import quantize
 from eval.shards import write_shard
 from tests.eval.tiny_lm import build as build_tiny_lm
@@ -34,7 +30,9 @@ from tests.eval.tiny_lm import build as build_tiny_lm
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FACTORY = "tests.eval.tiny_lm:build"
 CONFIG = {"vocab_size": 256, "dim": 160, "heads": 1, "layers": 1, "max_seq_len": 32, "seq_len": 16}
-SMALL_CHOICES = ["--bits-choices", "4,6,8", "--clip-choices", "percentile,std:4", "--calib-seqs", "8"]
+# The bits x clip family only (no SDClip steps, no fp16): the solver's behaviour on a small candidate set.
+ONE_FAMILY = ["--step-grid", "none", "--no-keep-float"]
+SMALL_CHOICES = ["--bits-choices", "4,6,8", "--clip-choices", "percentile,std:4", "--calib-seqs", "8", *ONE_FAMILY]
 
 
 # The model: one pre-norm GPT-2-named block (classified attn / mlp) from the shared test factory.
@@ -171,7 +169,8 @@ def test_fit_never_exceeds_the_budget_and_uses_it(workdir, constrained):
     bits = {row["bits"] for row in document["plan"]}
     assert len(bits) > 1, "a budget between the smallest and largest plan needs mixed widths"
     assert document["damage_proxy"] == "hessian-kl"
-    assert {row["method"] for row in document["plan"]} == {"gptq"}
+    # GPTQ wherever a searched candidate won; round-to-nearest only as the policy's own scheme
+    assert {row["method"] for row in document["plan"] if row["family"] != "policy"} == {"gptq"}
     # The artifact is real: it reads back and loads into the model.
     reader = read_artifact(artifact_path)
     planned = {row["name"]: row for row in document["plan"]}
@@ -199,7 +198,7 @@ def test_fit_is_deterministic_for_a_seed(workdir, constrained):
 def test_infeasible_budget_is_a_clean_error_and_writes_nothing(workdir):
     output = workdir / "too_small.akit"
     result = run_fit(str(workdir / "ckpt.pt"), "--budget", "1000", "-o", str(output), "--bits-choices", "4",
-                     "--clip-choices", "percentile", "--calib-seqs", "4")
+                     "--clip-choices", "percentile", *ONE_FAMILY, "--calib-seqs", "4")
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: {workdir / 'ckpt.pt'}: even the smallest plan")
     assert "raise --budget" in result.stderr and "Traceback" not in result.stderr
@@ -222,7 +221,7 @@ def test_calibration_on_training_shards(workdir):
     write_shard(shard, np.random.default_rng(0).integers(0, 256, 4096).astype(np.uint16))
     result = run_fit(str(workdir / "ckpt.pt"), "--budget", "1000000000", "-o", str(workdir / "shards.akit"),
                      "--calib", str(workdir / "shards" / "train_*.bin"), "--json", "--no-gptq",
-                     "--bits-choices", "6", "--clip-choices", "percentile", "--calib-seqs", "4")
+                     "--bits-choices", "6", "--clip-choices", "percentile", *ONE_FAMILY, "--calib-seqs", "4")
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["calibration"]["source"].endswith("train_*.bin")
@@ -231,7 +230,7 @@ def test_calibration_on_training_shards(workdir):
 
 def test_without_a_model_the_weight_mse_proxy_is_used_and_said(workdir):
     result = run_fit(str(workdir / "raw_state.pt"), "--budget", "1000000000", "-o", str(workdir / "raw.akit"),
-                     "--json", "--bits-choices", "4,8", "--clip-choices", "percentile")
+                     "--json", "--bits-choices", "4,8", "--clip-choices", "percentile", *ONE_FAMILY)
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["damage_proxy"] == "weight-mse"
@@ -246,9 +245,12 @@ def test_kl_sensitivity_grows_with_coarser_codes_and_leaves_the_model_unchanged(
     tokens = torch.randint(0, 256, (4, 16), generator=torch.Generator().manual_seed(0))
     name = "blocks.0.mlp.c_fc.weight"
     weight = checkpoint.state_dict[name]
-    group = Group(name, "mlp", tuple(weight.shape), [], [quantize(weight, bits, "percentile") for bits in (3, 8)])
+    entries = [QuantEntry(name, "mlp", int_scheme(bits), "test", tuple(weight.shape), "float32",
+                          quantized=quantize(weight, bits, "percentile")) for bits in (3, 8)]
+    group = Group(name, "mlp", tuple(weight.shape), ("linear",), [], entries)
     calibration = Calibration(model, tokens, {}, {})
-    coarse, fine = kl_sensitivities(calibration, checkpoint.state_dict, [group, group], [0, 1], torch.device("cpu"))
+    (coarse,), (fine,) = kl_sensitivities(calibration, checkpoint.state_dict, [group, group], [0, 1],
+                                          torch.device("cpu"))
     assert coarse > fine > 0
     # The model is given back with its float weights.
     assert torch.equal(model.state_dict()[name], weight)
@@ -258,7 +260,7 @@ def test_lookup_tables_without_hessian_are_searched_under_kl_and_fixed_under_pla
     # With a low small-tensor threshold the token and position embeddings (lookups, never
     # F.linear weights, so no Hessian) are stored as integers too.
     common = [str(workdir / "ckpt.pt"), "--budget", "1000000000", "--small-threshold", "4096", "--json",
-              "--bits-choices", "4,8", "--clip-choices", "percentile", "--calib-seqs", "4"]
+              "--bits-choices", "4,8", "--clip-choices", "percentile", *ONE_FAMILY, "--calib-seqs", "4"]
     scaled = run_fit(*common, "-o", str(workdir / "kl.akit"))
     assert scaled.exit_code == 0, scaled.stderr
     rows = {row["name"]: row for row in json.loads(scaled.stdout)["plan"]}
@@ -277,7 +279,7 @@ def test_a_raw_state_dict_calibrates_with_model_and_config(workdir):
     config.write_text(json.dumps(CONFIG), encoding="utf-8")
     result = run_fit(str(workdir / "raw_state.pt"), "--budget", "1000000000", "-o", str(workdir / "raw_cfg.akit"),
                      "--json", "--model", FACTORY, "--config", str(config), "--bits-choices", "4,8",
-                     "--clip-choices", "percentile", "--calib-seqs", "2")
+                     "--clip-choices", "percentile", *ONE_FAMILY, "--calib-seqs", "2")
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["damage_proxy"] == "hessian-kl"
@@ -307,14 +309,14 @@ def test_calibration_length_defaults_to_the_training_config(workdir):
     state["train_config"] = {"seq_len": 24}
     torch.save(state, workdir / "train_cfg.pt")
     result = run_fit(str(workdir / "train_cfg.pt"), "--budget", "1000000000", "-o", str(workdir / "train_cfg.akit"),
-                     "--json", "--bits-choices", "8", "--clip-choices", "percentile", "--calib-seqs", "2")
+                     "--json", "--bits-choices", "8", "--clip-choices", "percentile", *ONE_FAMILY, "--calib-seqs", "2")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["calibration"]["seq_len"] == 24
 
 
 def test_progress_notices_go_to_stderr_only_when_asked(workdir):
     common = [str(workdir / "ckpt.pt"), "--budget", "1000000000", "--json", "--bits-choices", "8",
-              "--clip-choices", "percentile", "--calib-seqs", "2"]
+              "--clip-choices", "percentile", *ONE_FAMILY, "--calib-seqs", "2"]
     loud = run_fit(*common, "-o", str(workdir / "loud.akit"), "--progress")
     assert loud.exit_code == 0, loud.stderr
     assert "sampling 2 calibration sequences" in loud.stderr and "--calib TRAINING_SHARDS" in loud.stderr

@@ -91,11 +91,61 @@ def _counting_hidden_states(calls: list):
     return wrapper
 
 
-@pytest.mark.parametrize("weight", [0.3])
-def test_jepa_weight_anneals_to_zero_with_the_warmdown(tmp_path, prepared, weight):
-    run_training(micro_config(tmp_path / "run", prepared, iterations=6, jepa_weight=weight, warmdown_frac=0.5),
+def test_jepa_weight_ramps_up_with_the_lr_warmup_and_anneals_with_the_warmdown(tmp_path, prepared):
+    """The seed multiplies the JEPA weight by its whole LR multiplier: 0 at step 0, a
+    linear ramp over the warm-up, then the cosine warm-down to 0."""
+    run_training(micro_config(tmp_path / "run", prepared, iterations=6, jepa_weight=0.3, warmdown_frac=0.5),
                  console=lambda text: None)
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    weights = [row["jepa_weight"] for row in rows if not row.get("final")]
-    assert weights[:4] == [weight] * 4  # progress <= 0.5 before step 4
-    assert weights[4] < weight and weights[5] < weights[4]
+    steps = [row for row in rows if not row.get("final")]
+    weights = [row["jepa_weight"] for row in steps]
+    assert weights == pytest.approx([0.3 * row["lr_mult"] for row in steps])
+    assert weights[:3] == pytest.approx([0.0, 0.15, 0.3])  # ramp: step / warmup_steps (2), 0 first
+    assert weights[4] < 0.3 and weights[5] < weights[4]  # anneal
+
+
+def test_vicreg_weight_stays_1_while_the_jepa_weight_ramps_and_anneals(tmp_path, prepared):
+    """The seed adds VICReg at weight 1 on every step; only the JEPA term is scheduled."""
+    run_training(micro_config(tmp_path / "run", prepared, iterations=6, jepa_weight=0.3, warmdown_frac=0.5),
+                 console=lambda text: None)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps = [row for row in rows if not row.get("final")]
+    assert {row["jepa_weight"] for row in steps} != {0.3}  # the JEPA weight did move
+    for row in steps:
+        expected = row["loss"] + row["jepa_weight"] * row["jepa_loss"] + 1.0 * row["vicreg_loss"]
+        assert row["total_loss"] == pytest.approx(expected, rel=1e-6)
+        assert row["vicreg_loss"] > 0
+
+
+def test_stop_gradient_jepa_loss_gives_tgt_proj_no_gradient():
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(num_layers=2, model_dim=64, num_heads=2, num_kv_heads=1, xsa_last_n=1))
+    with torch.no_grad():
+        for bank in model.banks().values():
+            bank.normal_(std=0.2)
+    jepa = JepaObjective(model, latent_dim=16)
+    ids = torch.randint(0, 1024, (2, 32))
+    parts = jepa(model, ids, model.hidden_states(ids))
+    parts["jepa_loss"].backward(retain_graph=True)
+    assert jepa.tgt_proj.weight.grad is None  # the target side is detached from the MSE
+    assert jepa.ctx_proj.weight.grad.abs().max() > 0 and jepa.predictor[0].weight.grad.abs().max() > 0
+    assert model.qo_bank.grad.abs().max() > 0  # the context encoder learns from it
+    parts["vicreg_loss"].backward()
+    assert jepa.tgt_proj.weight.grad.abs().max() > 0  # while VICReg trains tgt_proj, as in the seed
+    assert jepa.target_qo_bank.grad is None
+
+
+def test_jepa_heads_have_the_seeds_shapes_init_and_393216_parameters():
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(num_layers=1, model_dim=512, xsa_last_n=0))
+    jepa = JepaObjective(model, latent_dim=256)
+    shapes = {name: tuple(p.shape) for name, p in jepa.named_parameters()}
+    assert shapes == {"predictor.0.weight": (256, 256), "predictor.2.weight": (256, 256),
+                      "ctx_proj.weight": (256, 512), "tgt_proj.weight": (256, 512)}  # no biases
+    assert isinstance(jepa.predictor[1], torch.nn.GELU)
+    assert sum(p.numel() for p in jepa.parameters()) == 393_216
+    for layer in (jepa.predictor[0], jepa.predictor[2]):
+        assert abs(layer.weight.std().item() - 0.02) < 0.001 and abs(layer.weight.mean().item()) < 0.001
+    for projection in (jepa.ctx_proj, jepa.tgt_proj):  # orthogonal rows
+        gram = projection.weight @ projection.weight.T
+        assert torch.allclose(gram, torch.eye(256), atol=1e-4)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
+import pytest
 import torch
 
 from train.config import preset_config
@@ -41,18 +45,68 @@ def test_muon_step_moves_against_the_gradient_with_decoupled_weight_decay():
     assert (param.detach() - start * 0.95).mul(param.grad).sum() < 0
 
 
-def test_schedules_warm_up_and_warm_down():
-    config = preset_config("tiny")
-    config.iterations, config.warmup_steps, config.warmdown_frac, config.max_wall_s = 100, 10, 0.3, 0
-    assert lr_multiplier(0, 0.0, config) == 0.1
-    assert lr_multiplier(9, 0.09, config) == 1.0
-    assert lr_multiplier(50, 0.5, config) == 1.0
-    assert 0.4 < warmdown_factor(0.85, config) < 0.6
-    assert warmdown_factor(1.0, config) < 1e-9
-    # wall clock drives progress when it is further along than the step count
-    config.max_wall_s = 10.0
+def seed_lr_mul(step: int, elapsed_ms: float, iterations: int, warmup: int, warmdown: int,
+                max_wall_ms: float | None) -> float:
+    """The seed's `lr_mul`, transcribed from its train_gpt.py as the reference."""
+    wu = min(step / max(warmup, 1), 1.0)
+    if warmdown <= 0:
+        return wu
+    if max_wall_ms is None:
+        start = max(iterations - warmdown, 0)
+        return wu * (0.5 * (1 + math.cos(math.pi * (step - start) / max(warmdown, 1))) if step >= start else 1.0)
+    step_ms = elapsed_ms / max(step, 1)
+    window_ms = warmdown * step_ms
+    remaining_ms = max(max_wall_ms - elapsed_ms, 0)
+    return wu * (0.5 * (1 + math.cos(math.pi * (1 - remaining_ms / max(window_ms, 1e-9))))
+                 if remaining_ms <= window_ms else 1.0)
+
+
+def test_lr_schedule_is_the_seeds_warmup_and_step_or_clock_warmdown():
+    config = replace(preset_config("seed11"), iterations=5000, max_wall_s=0.0)
+    assert (config.warmup_steps, config.warmdown_steps) == (200, 1000)
+    for step in (0, 1, 100, 199, 200, 3999, 4000, 4500, 4999, 5000):
+        assert lr_multiplier(step, 0.0, config) == pytest.approx(seed_lr_mul(step, 0, 5000, 200, 1000, None))
+    assert lr_multiplier(0, 0.0, config) == 0.0  # the seed's first step has LR 0
+    # with the 1,800 s cap: the last 1,000 steps' worth of time at the average step time
+    config = preset_config("seed11")
+    for step, elapsed_s in ((10, 3.1), (5000, 1500.0), (5200, 1560.0), (5600, 1710.0), (5750, 1799.9)):
+        expected = seed_lr_mul(step, elapsed_s * 1000, 200_000, 200, 1000, 1_800_000.0)
+        assert lr_multiplier(step, elapsed_s, config) == pytest.approx(expected, abs=1e-12)
+    assert lr_multiplier(5000, 1500.0, config) == 1.0 and lr_multiplier(5600, 1710.0, config) < 0.5
+
+
+def test_fraction_warmdown_follows_steps_or_the_clock_whichever_is_further():
+    config = replace(preset_config("tiny"), iterations=100, warmup_steps=10, warmdown_frac=0.3, max_wall_s=0.0)
+    assert config.warmdown_steps == 0
+    assert lr_multiplier(5, 0.0, config) == 0.5
+    assert lr_multiplier(50, 0.0, config) == 1.0
+    assert 0.4 < warmdown_factor(85, 0.0, config) < 0.6
+    assert warmdown_factor(100, 0.0, config) < 1e-9
+    config = replace(config, max_wall_s=10.0)
     assert training_progress(10, 9.0, config) == 0.9
-    config.muon_momentum_start, config.muon_momentum, config.muon_momentum_warmup_steps = 0.92, 0.99, 10
+    assert warmdown_factor(10, 8.5, config) == pytest.approx(0.5)
+
+
+def test_muon_momentum_warms_up_linearly():
+    config = replace(preset_config("tiny"), muon_momentum_start=0.92, muon_momentum=0.99,
+                     muon_momentum_warmup_steps=10)
     assert muon_momentum(0, config) == 0.92
     assert abs(muon_momentum(5, config) - 0.955) < 1e-12
     assert muon_momentum(50, config) == 0.99
+
+
+def test_muon_uses_the_seeds_sum_momentum_and_nesterov_form():
+    """buffer <- m * buffer + g; update = NS(g + m * buffer), as the seed's Muon."""
+    torch.manual_seed(0)
+    param = torch.nn.Parameter(torch.zeros(1, 8, 8))
+    optimizer = Muon([param], lr=0.1, momentum=0.9)
+    grads = [torch.randn(1, 8, 8) for _ in range(3)]
+    buffer = torch.zeros(1, 8, 8)
+    expected = torch.zeros(1, 8, 8)
+    for grad in grads:
+        param.grad = grad.clone()
+        optimizer.step()
+        buffer = 0.9 * buffer + grad
+        expected = expected - 0.1 * newton_schulz(grad + 0.9 * buffer)
+    assert torch.allclose(param.detach(), expected, atol=1e-5)
+    assert torch.allclose(optimizer.state[param]["momentum_buffer"], buffer, atol=1e-6)
