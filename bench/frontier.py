@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import math
 import os
@@ -51,7 +52,7 @@ import record_codec  # noqa: E402
 
 from artifactkit.checkpoint import LoadedCheckpoint, load_checkpoint  # noqa: E402
 from artifactkit.errors import CheckFailed  # noqa: E402
-from artifactkit.fit.pipeline import FitOptions, fit_checkpoint  # noqa: E402
+from artifactkit.fit.pipeline import FitOptions, FitProblem, prepare_fit, solve_budget  # noqa: E402
 from artifactkit.fit.record import (  # noqa: E402
     RecordRecipe,
     calibration_seq_len,
@@ -109,6 +110,9 @@ class Settings:
     fit_clips: tuple[str, ...] | None = None
     fit_search_clip: bool = True
     fit_codec: str = "ans"
+    fit_steps: tuple[float, ...] | None = None  # None: fit's default SDClip step grid
+    fit_lqer_ranks: tuple[int, ...] = (0, 4)  # fit run with each; the one used in the targets is chosen on seed A
+    fit_choice: tuple[int, str] | None = None  # (rank, why), set when rendering
     frontier_fits: int = 8  # on the reported seed: fit at 0.90 x the bytes of up to this many frontier points
     grid_variant: str | None = None  # the re-tuned points' codec variant; None: the record point's
     threads: int = 1
@@ -378,69 +382,99 @@ def retuned_points(run: Run, settings: Settings, out_dir: Path, record_variant: 
     return points
 
 
-def fit_point(run: Run, settings: Settings, budget: int, label: str, out_dir: Path) -> Point:
-    options = FitOptions(budget=budget, calib=run.train_glob, calib_seqs=settings.fit_calib_seqs, seed=0,
-                         codec=settings.fit_codec)
-    changes: dict[str, Any] = {"search_clip": settings.fit_search_clip}
+def fit_options(run: Run, settings: Settings, lqer_rank: int) -> FitOptions:
+    """fit's options: its defaults, calibrated on training shards; `lqer_rank` is the one
+    setting chosen on seed A (`chosen_lqer_rank`)."""
+    options = FitOptions(budget=1, calib=run.train_glob, calib_seqs=settings.fit_calib_seqs, seed=0,
+                         codec=settings.fit_codec, search_clip=settings.fit_search_clip, lqer_rank=lqer_rank)
+    changes: dict[str, Any] = {}
     if settings.small_threshold is not None:
         changes["small_threshold"] = settings.small_threshold
     if settings.fit_bits is not None:
         changes["bits_choices"] = settings.fit_bits
     if settings.fit_clips is not None:
         changes["clip_choices"] = settings.fit_clips
-    options = replace(options, **changes)
+    if settings.fit_steps is not None:
+        changes["step_grid"] = settings.fit_steps
+    return replace(options, **changes)
+
+
+def fit_label(lqer_rank: int) -> str:
+    return f"LQER rank {lqer_rank} candidates" if lqer_rank else "no LQER candidates"
+
+
+def solve_point(run: Run, settings: Settings, problem: FitProblem, options: FitOptions, budget: int, label: str,
+                out_dir: Path, extra: dict[str, Any]) -> Point:
+    """fit's plan for one budget (the prepared problem solved, verified by real packs),
+    written, read back and scored."""
+    extra = {"budget": budget, "lqer_rank": options.lqer_rank, **extra}
+    setting = f"{label}, {fit_label(options.lqer_rank)}"
     begin = time.perf_counter()
     try:
-        fitted = fit_checkpoint(run.checkpoint_path, options)
+        fitted = solve_budget(problem, replace(options, budget=budget))
     except CheckFailed as exc:
-        say(f"{run.name}: fit at {label} ({budget:,} B): does not fit ({exc})")
-        return Point(run.name, "fit", label, settings.fit_codec, None, None, None, time.perf_counter() - begin,
-                     f"does not fit: {exc}", {"budget": budget})
+        say(f"{run.name}: fit [{setting}]: does not fit ({exc})")
+        return Point(run.name, "fit", setting, settings.fit_codec, None, None, None, time.perf_counter() - begin,
+                     f"does not fit: {exc}", extra)
     seconds = time.perf_counter() - begin
-    widths: dict[str, int] = {}
+    kinds: dict[str, int] = {}
     for row in fitted.plan_rows():
-        widths[f"int{row['bits']}"] = widths.get(f"int{row['bits']}", 0) + 1
-    return akit_point(run, "fit", label, fitted.packed, out_dir, seconds, "",
-                      {"budget": budget, "widths": dict(sorted(widths.items())), "headroom": fitted.line.headroom})
+        kind = f"int{row['bits']}" if row["bits"] else str(row["scheme"])
+        kind += "+LQER" if row.get("lqer_rank") else ""
+        kinds[kind] = kinds.get(kind, 0) + 1
+    extra.update(widths=dict(sorted(kinds.items())), headroom=fitted.line.headroom, real_packs=fitted.real_packs)
+    return akit_point(run, "fit", setting, fitted.packed, out_dir, seconds, "", extra)
 
 
-def fit_points(run: Run, settings: Settings, out_dir: Path, record_bytes: int, default_bytes: int) -> list[Point]:
-    points = []
-    for fraction in settings.fit_fractions:
-        budget = int(record_bytes * fraction)
-        point = fit_point(run, settings, budget, f"budget {fraction:.2f} × record ({budget:,} B)", out_dir)
-        point.extra["fraction"] = fraction
-        points.append(point)
-    point = fit_point(run, settings, default_bytes, f"budget = default int6 pack ({default_bytes:,} B)", out_dir)
-    point.extra["at_default_pack"] = True
-    points.append(point)
-    return points
-
-
-def frontier_fit_points(run: Run, settings: Settings, out_dir: Path, points: list[Point]) -> list[Point]:
-    """Target 2 tested directly: for record-frontier points (nearest the record's bytes
-    first), fit with a budget of 0.90 x the point's bytes; met when its Δbpb is no worse."""
+def fit_budgets(run: Run, settings: Settings, points: list[Point]) -> list[tuple[int, str, dict[str, Any]]]:
+    """(budget, label, extra) of every fit point: fractions of the record's bytes, the
+    default pack's bytes, and (on the reported seed) 0.90 x each record-frontier point's
+    bytes, which tests target 2 directly. Largest first."""
     record_bytes = next(p.bytes for p in points if p.pipeline == "record")
-    frontier = sorted(pareto([p for p in points if p.pipeline.startswith("retuned")]),
-                      key=lambda p: abs(math.log(p.bytes / record_bytes)))[: settings.frontier_fits]
-    fits = [p for p in points if p.pipeline == "fit"]
-    added = []
-    for target in sorted(frontier, key=lambda p: p.bytes):
-        budget = int(target.bytes * 0.90)
-        label = f"budget 0.90 × [{target.setting}] ({budget:,} B)"
-        same = next((f for f in fits + added if f.extra.get("budget") == budget), None)
-        # fit's smallest plan does not depend on the budget: below a budget that failed, all fail.
-        failed = max((f.extra["budget"] for f in fits + added if f.bytes is None and "budget" in f.extra), default=0)
-        if same is None and budget <= failed:
-            say(f"{run.name}: fit at {label}: skipped, a larger budget ({failed:,} B) already did not fit")
-            same = Point(run.name, "fit", label, settings.fit_codec, None, None, None, 0.0,
-                         f"does not fit: at or below a budget that did not fit ({failed:,} B)", {"budget": budget})
-            added.append(same)
-        elif same is None:
-            same = fit_point(run, settings, budget, label, out_dir)
-            added.append(same)
-        same.extra.setdefault("for_frontier", []).append(target.setting)
-    return added
+    default_bytes = next(p.bytes for p in points if p.pipeline == "default")
+    budgets = [(int(record_bytes * fraction), f"budget {fraction:.2f} × record", {"fraction": fraction})
+               for fraction in settings.fit_fractions]
+    budgets.append((default_bytes, "budget = default int6 pack", {"at_default_pack": True}))
+    if run.role == "reported" and settings.frontier_fits > 0:
+        frontier = sorted(pareto([p for p in points if p.pipeline.startswith("retuned")]),
+                          key=lambda p: abs(math.log(p.bytes / record_bytes)))[: settings.frontier_fits]
+        for target in frontier:
+            budget = int(target.bytes * 0.90)
+            same = next((extra for size, _, extra in budgets if size == budget), None)
+            if same is not None:
+                same.setdefault("for_frontier", []).append(target.setting)
+            else:
+                budgets.append((budget, f"budget 0.90 × [{target.setting}]", {"for_frontier": [target.setting]}))
+    return sorted(budgets, key=lambda item: -item[0])
+
+
+def fit_points(run: Run, settings: Settings, out_dir: Path, points: list[Point]) -> list[Point]:
+    """Per LQER setting: fit's problem prepared once (calibration, every candidate, damage
+    scaled to nats), then solved and verified for every budget."""
+    budgets = fit_budgets(run, settings, points)
+    results = []
+    for lqer_rank in settings.fit_lqer_ranks:
+        options = fit_options(run, settings, lqer_rank)
+        begin = time.perf_counter()
+        problem = prepare_fit(run.checkpoint_path, options)
+        prepare_seconds = time.perf_counter() - begin
+        say(f"{run.name}: fit problem prepared ({fit_label(lqer_rank)}): {len(problem.groups)} matrices, "
+            f"{sum(len(g.candidates) for g in problem.groups)} candidates, {prepare_seconds:.0f} s")
+        failed = 0  # fit's smallest plan does not depend on the budget: at or below a failed budget, all fail
+        for budget, label, extra in budgets:
+            label = f"{label} ({budget:,} B)"
+            extra = {**extra, "prepare_seconds": prepare_seconds}
+            if budget <= failed:
+                results.append(Point(run.name, "fit", f"{label}, {fit_label(lqer_rank)}", settings.fit_codec, None,
+                                     None, None, 0.0, f"does not fit: below a budget that did not fit ({failed:,} B)",
+                                     {"budget": budget, "lqer_rank": lqer_rank, **extra}))
+                continue
+            point = solve_point(run, settings, problem, options, budget, label, out_dir, extra)
+            if point.bytes is None:
+                failed = max(failed, budget)
+            results.append(point)
+        del problem
+    return results
 
 
 def measure_run(run: Run, settings: Settings, work_dir: Path, record_variant: str) -> list[Point]:
@@ -450,10 +484,7 @@ def measure_run(run: Run, settings: Settings, work_dir: Path, record_variant: st
     points += record_points(run, settings, out_dir, record_variant)
     record = next(p for p in points if p.pipeline == "record")
     points += retuned_points(run, settings, out_dir, record_variant, record)
-    default = next(p for p in points if p.pipeline == "default")
-    points += fit_points(run, settings, out_dir, record.bytes, default.bytes)
-    if run.role == "reported" and settings.frontier_fits > 0:
-        points += frontier_fit_points(run, settings, out_dir, points)
+    points += fit_points(run, settings, out_dir, points)
     return points
 
 
@@ -477,8 +508,26 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def targets(points: list[Point]) -> dict[str, Any]:
-    """The three ratios issue 11 asks for, from one checkpoint's points."""
+def chosen_lqer_rank(points: list[Point], ranks: tuple[int, ...]) -> tuple[int, str]:
+    """The fit setting the targets use, chosen on seed A's points alone: the LQER rank
+    whose fit points at the record-fraction budgets have the lowest mean Δbpb, over the
+    budgets where every rank produced an artifact (ties: the first rank listed)."""
+    by_rank = {rank: {p.extra["fraction"]: p.delta_bpb for p in points
+                      if p.pipeline == "fit" and p.bytes is not None and "fraction" in p.extra
+                      and p.extra.get("lqer_rank", 0) == rank} for rank in ranks}
+    common = set.intersection(*(set(values) for values in by_rank.values())) if by_rank else set()
+    if not common:
+        return ranks[0], "no record-fraction budget where every setting fit; the first setting is used"
+    means = {rank: sum(by_rank[rank][f] for f in common) / len(common) for rank in ranks}
+    best = min(ranks, key=lambda rank: (means[rank], ranks.index(rank)))
+    detail = ", ".join(f"{fit_label(rank)}: {means[rank]:+.5f}" for rank in ranks)
+    return best, f"mean Δbpb over the {len(common)} record-fraction budgets on seed A: {detail}"
+
+
+def targets(points: list[Point], lqer_rank: int = 0) -> dict[str, Any]:
+    """The three ratios issue 11 asks for, from one checkpoint's points (fit points of the
+    chosen LQER setting only)."""
+    points = [p for p in points if p.pipeline != "fit" or p.extra.get("lqer_rank", 0) == lqer_rank]
     retuned = [p for p in points if p.pipeline.startswith("retuned") and p.bytes is not None]
     frontier = pareto(retuned)
     fits = [p for p in points if p.pipeline == "fit" and p.bytes is not None]
@@ -609,10 +658,13 @@ def render_report(runs: list[RunInfo], points: list[Point], analysis: dict[str, 
                      f"{run.seq_len} | `{run.sha256[:12]}` |")
     lines += [
         "",
-        f"Seed A chose the settings, seed {reported.name} is reported: fit ran with options fixed from runs on "
-        f"seed A (its defaults, calibration {settings.fit_calib_seqs} training windows); the record pipeline's k "
-        "grid runs on both checkpoints and its frontier is taken from each checkpoint's own points, which favours "
-        "the record (it is tuned on the checkpoint it is scored on).",
+        f"Seed A chose the settings, seed {reported.name} is reported. fit runs with its defaults (calibration "
+        f"{settings.fit_calib_seqs} training windows) in {len(settings.fit_lqer_ranks)} settings, "
+        + " and ".join(fit_label(rank) for rank in settings.fit_lqer_ranks)
+        + f"; the targets use the one chosen on seed A: **{fit_label(settings.fit_choice[0])}** "
+        f"({settings.fit_choice[1]}). Both appear in the tables and the plot. The record pipeline's k grid runs on "
+        "both checkpoints and its frontier is taken from each checkpoint's own points, which favours the record "
+        "(it is tuned on the checkpoint it is scored on).",
         "",
         "## Pipelines",
         "",
@@ -643,10 +695,10 @@ def render_report(runs: list[RunInfo], points: list[Point], analysis: dict[str, 
            if settings.k_grid_e8 else "")
         + f", own codec (variant `{settings.grid_variant or record_variant}`); its lower-left (Pareto) frontier is "
         "the record frontier.",
-        f"- **artifactkit fit** (`fit_checkpoint`, codec `{settings.fit_codec}`, calibration on training shards): "
-        "budget = the "
+        f"- **artifactkit fit** (`prepare_fit` once per setting, then `solve_budget` per budget, which is "
+        f"`fit_checkpoint`'s work; codec `{settings.fit_codec}`, calibration on training shards): budget = the "
         "record pipeline's own-codec bytes × " + ", ".join(f"{f:.2f}" for f in settings.fit_fractions)
-        + ", and = the default pack's bytes.",
+        + ", = the default pack's bytes, and (on the reported seed) 0.90 × the bytes of each record-frontier point.",
         "",
         f"![bytes vs Δbpb]({plot_name})",
         "",
@@ -718,47 +770,84 @@ def render_report(runs: list[RunInfo], points: list[Point], analysis: dict[str, 
     return "\n".join(lines)
 
 
-def render_plot(runs: list[RunInfo], points: list[Point], analysis: dict[str, dict], path: Path) -> None:
+def _plot_series(points: list[Point], chosen_rank: int, ranks: tuple[int, ...]) -> list[tuple]:
+    """(pipeline, label, marker, colour, points) per line of the plot; fit is split into
+    the setting chosen on seed A and the other(s)."""
+    series = []
+    for pipeline, (label, marker, colour) in PIPELINES.items():
+        members = sorted((p for p in points if p.pipeline == pipeline), key=lambda p: p.bytes)
+        if pipeline != "fit":
+            series.append((pipeline, label, marker, colour, members))
+            continue
+        series.append((pipeline, f"{label}: {fit_label(chosen_rank)} (chosen on A)", marker, colour,
+                       [p for p in members if p.extra.get("lqer_rank", 0) == chosen_rank]))
+        others = [rank for rank in ranks if rank != chosen_rank]
+        if others:
+            series.append((pipeline, f"{label}: {', '.join(fit_label(rank) for rank in others)} (not chosen)", "H",
+                           "#98df8a", [p for p in members if p.extra.get("lqer_rank", 0) != chosen_rank]))
+    return [item for item in series if item[4]]
+
+
+def _fit_tag(point: Point) -> str:
+    if "fraction" in point.extra:
+        return f"{point.extra['fraction']:.2f}×rec"
+    if point.extra.get("at_default_pack"):
+        return "@pack"
+    return "0.9×frontier"
+
+
+def render_plot(runs: list[RunInfo], points: list[Point], analysis: dict[str, dict], path: Path,
+                chosen_rank: int = 0, ranks: tuple[int, ...] = (0,)) -> None:
+    """Bytes (x) vs Δbpb (y) per seed: every pipeline (top), and zoomed on the record
+    pipeline's range, where fit and the re-tuned record compete (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(runs), figsize=(7.5 * len(runs), 6), squeeze=False)
-    for axis, run in zip(axes[0], runs, strict=True):
+    figure, axes = plt.subplots(2, len(runs), figsize=(8 * len(runs), 12), squeeze=False)
+    for column, run in enumerate(runs):
         run_points = [p for p in points if p.checkpoint == run.name and p.bytes is not None]
-        for pipeline, (label, marker, colour) in PIPELINES.items():
-            chosen = sorted((p for p in run_points if p.pipeline == pipeline), key=lambda p: p.bytes)
-            if not chosen:
-                continue
-            xs = [p.bytes / 1e6 for p in chosen]
-            ys = [p.delta_bpb for p in chosen]
-            line_style = "-" if pipeline.startswith("retuned") or pipeline == "fit" else "none"
-            axis.plot(xs, ys, marker=marker, linestyle=line_style, color=colour, label=label, markersize=8,
-                      linewidth=1.2, alpha=0.9)
-            for point, x, y in zip(chosen, xs, ys, strict=True):
-                if pipeline.startswith("retuned"):
-                    axis.annotate(f"{point.extra['k_mult']:g}", (x, y), textcoords="offset points", xytext=(4, 4),
-                                  fontsize=7, color=colour)
-                elif pipeline == "fit":
-                    tag = f"{point.extra['fraction']:.2f}×" if "fraction" in point.extra else "@pack"
-                    axis.annotate(tag, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7,
-                                  color=colour)
-        frontier = [p for p in run_points if p.setting in set(analysis[run.name]["frontier"])
-                    and p.pipeline.startswith("retuned")]
-        if frontier:
-            frontier.sort(key=lambda p: p.bytes)
-            axis.step([p.bytes / 1e6 for p in frontier], [p.delta_bpb for p in frontier], where="post",
-                      color="#d62728", linestyle="--", linewidth=1.5, alpha=0.6, label="record frontier (Pareto)")
-        axis.axhline(0.0, color="black", linewidth=0.6)
-        axis.set_xlabel("artifact bytes (MB, decimal)")
-        axis.set_ylabel("Δbpb (dequantized − float)")
-        axis.set_title(f"seed {run.name} ({run.role}): float val_bpb {run.float_bpb:.4f}")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="upper right")
+        series = _plot_series(run_points, chosen_rank, ranks)
+        frontier = sorted((p for p in run_points if p.pipeline.startswith("retuned")
+                           and p.setting in set(analysis[run.name]["frontier"])), key=lambda p: p.bytes)
+        zoom_points = [p for p in run_points if p.pipeline.startswith(("record", "retuned"))]
+        for row, axis in enumerate(axes[:, column]):
+            for pipeline, label, marker, colour, members in series:
+                xs = [p.bytes / 1e6 for p in members]
+                ys = [p.delta_bpb for p in members]
+                connected = pipeline.startswith("retuned") or pipeline == "fit"
+                axis.plot(xs, ys, marker=marker, linestyle="-" if connected else "none", color=colour, label=label,
+                          markersize=8, linewidth=1.0, alpha=0.9)
+                if row == 1:
+                    for point, x, y in zip(members, xs, ys, strict=True):
+                        tag = (f"{point.extra['k_mult']:g}" if pipeline.startswith("retuned")
+                               else _fit_tag(point) if pipeline == "fit" else "")
+                        if tag:
+                            axis.annotate(tag, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                                          color=colour)
+            if frontier:
+                axis.step([p.bytes / 1e6 for p in frontier], [p.delta_bpb for p in frontier], where="post",
+                          color="#d62728", linestyle="--", linewidth=1.5, alpha=0.5, label="record frontier (Pareto)")
+            axis.axhline(0.0, color="black", linewidth=0.6)
+            axis.set_xlabel("artifact bytes (MB, decimal)")
+            axis.set_ylabel("Δbpb (dequantized − float)")
+            axis.grid(alpha=0.3)
+            if row == 0:
+                axis.set_title(f"seed {run.name} ({run.role}): every pipeline; float val_bpb {run.float_bpb:.4f}")
+                axis.legend(fontsize=7, loc="upper right")
+            elif zoom_points:
+                low = min(p.bytes for p in zoom_points) / 1e6
+                high = max(p.bytes for p in zoom_points) / 1e6
+                margin = 0.08 * (high - low or high)
+                axis.set_xlim(low - margin, high + margin)
+                visible = [p.delta_bpb for p in run_points if low - margin <= p.bytes / 1e6 <= high + margin]
+                axis.set_ylim(min(0.0, min(visible)) - 0.001, max(visible) * 1.1 + 0.001)
+                axis.set_title(f"seed {run.name}: zoom on the record pipeline's range (labels: k multiplier; "
+                               "fit budget)")
     figure.tight_layout()
-    buffer = __import__("io").BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
     atomic_write_bytes(path, buffer.getvalue())
 
@@ -897,10 +986,13 @@ def render(work_dir: Path, report_dir: Path, command: str | None) -> None:
     if command is not None and command not in commands:
         described += f", rendered by `{command}`"
     seconds = sum(document["seconds"] for document in documents)
-    analysis = {run.name: targets([p for p in points if p.checkpoint == run.name]) for run in runs}
+    chooser = next((run for run in runs if run.name == "A"), runs[0])
+    rank, reason = chosen_lqer_rank([p for p in points if p.checkpoint == chooser.name], settings.fit_lqer_ranks)
+    settings.fit_choice = (rank, reason)
+    analysis = {run.name: targets([p for p in points if p.checkpoint == run.name], rank) for run in runs}
     report_dir.mkdir(parents=True, exist_ok=True)
     plot_path = report_dir / "frontier.png"
-    render_plot(runs, points, analysis, plot_path)
+    render_plot(runs, points, analysis, plot_path, rank, settings.fit_lqer_ranks)
     report = render_report(runs, points, analysis, settings, described, seconds, record_variant, plot_path.name)
     atomic_write_text(report_dir / "frontier.md", report)
     summary = {"commands": commands, "seconds": seconds, "settings": raw, "record_variant": record_variant,
