@@ -680,7 +680,10 @@ def render_report(runs: list[RunInfo], points: list[Point], analysis: dict[str, 
         "04-29 record's logged constants; a sibling record and the issue quote 11.5 MLP / 14 embedding), int6 "
         "matrices, int7 tied embedding, fp16 tensors ≤ 65,536 elements, LQER rank 4 on the 3 matrices with the "
         "largest GPTQ error (A int2, B int4 in groups of 64); Hessians from "
-        f"{settings.calib_seqs} training windows.",
+        f"{settings.calib_seqs} training windows. Reproduction checked in `tests/artifactkit/test_record_recipe.py`: "
+        "row scales equal fp16(k·std/R) with the unbiased std, bit for bit (also on a row where converting k "
+        "alone lands one fp16 step off), and GPTQ codes equal an independent float32 re-implementation of the "
+        "record's `gptq_quantize_weight` (dead columns included); LQER lands on the top-k matrices only.",
         f"- **own codec** (`bench/record_codec.py`, variant `{record_variant}`): "
         + ("codes rows reordered by greedy nearest neighbour (order stored), transposed, `lrzip -z -L 9` "
            f"({lrzip_version()}); the rest byte-shuffled + brotli-11. "
