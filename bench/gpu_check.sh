@@ -47,7 +47,7 @@ if [[ $DRY_RUN == 1 ]]; then
   MODE="dry run (CPU, tiny sizes): the GPU path is UNMEASURED"
   DEVICE=cpu
   TRAIN_ARGS=(--preset tiny --iterations 2 --device cpu --cpu-threads 1 --val-tokens 2048 --save-every 0)
-  FIT_ARGS=(--bits-choices 4,8 --clip-choices percentile --no-search-clip --calib-seqs 4 --seq-len 64
+  FIT_ARGS=(--bits-choices 4,8 --clip-choices percentile --no-search-clip --step-grid 0.25,0.5 --calib-seqs 4 --seq-len 64
             --small-threshold 16384 --codec zlib --progress)
   EVAL_TOKENS=16384
   # Generous: the dry run checks the path, not the speed, and CPUs may be shared.
