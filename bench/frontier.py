@@ -891,9 +891,9 @@ def smoke_runs(work_dir: Path, text: Path | None, tokenizer: Path | None) -> tup
 
 
 SMOKE_SETTINGS = Settings(val_tokens=2048, calib_seqs=8, k_grid=(0.8, 1.2), k_grid_e8=(), fit_fractions=(1.0,),
-                          frontier_fits=1,
-                          fit_calib_seqs=8, small_threshold=1024, fit_bits=(2, 5, 8), fit_clips=("percentile",),
-                          fit_search_clip=False, fit_codec="zlib", grid_variant="brotli", smoke=True)
+                          frontier_fits=1, fit_calib_seqs=8, small_threshold=1024, fit_bits=(2, 5, 8),
+                          fit_clips=("percentile",), fit_steps=(0.3, 0.6), fit_search_clip=False, fit_codec="zlib",
+                          grid_variant="brotli", smoke=True)
 
 
 # --------------------------------------------------------------------------- main
