@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from artifactkit.errors import InputError
+from artifactkit.io import MAX_TEXT_FILE_BYTES, read_bounded
 
 DEFAULT_BUDGET = 16_000_000
 CODE_RULES = ("raw", "compressed")
@@ -70,7 +71,7 @@ def count_code(paths: list[str | Path]) -> CodeAccount:
         seen.add(resolved)
         if not path.is_file():
             raise InputError(f"{path}: code file not found; pass the files your submission ships with --code")
-        data = path.read_bytes()
+        data = read_bounded(path, MAX_TEXT_FILE_BYTES, "a code file")
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as exc:

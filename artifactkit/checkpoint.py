@@ -1,11 +1,20 @@
 """Loading checkpoints: the project's checkpoint dict, a raw state dict, or a
 `.safetensors` file. Everything goes through `torch.load(weights_only=True)`; nothing
-is ever unpickled beyond that. Foreign key prefixes (`_orig_mod.`, `module.`) are
+is ever unpickled beyond that, and torch's own warnings about a file (an old pickle
+protocol, a TorchScript archive) never reach the terminal before our `error:` line.
+Memory is bounded before torch sees the file: it must be a regular file of at most
+MAX_CHECKPOINT_FILE_BYTES, and a torch.save zip must hold stored (uncompressed) entries
+that add up to no more than the file (a deflated or overlapping entry is a zip bomb;
+torch.save writes neither). Foreign key prefixes (`_orig_mod.`, `module.`) are
 normalised here, once, with a notice."""
 
 from __future__ import annotations
 
+import io
 import pickle
+import re
+import stat
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +24,7 @@ from typing import Any
 import torch
 
 from artifactkit.errors import InputError
+from artifactkit.io import MAX_CHECKPOINT_FILE_BYTES
 
 CHECKPOINT_FORMAT = "artifactkit-checkpoint/1"
 
@@ -84,21 +94,56 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         ) from exc
 
 
-def _torch_load(path: Path) -> Any:
+def check_torch_zip(source: str | Path | bytes, where: object, what: str = "PyTorch checkpoint") -> None:
+    """Refuse a torch.save zip whose entries could inflate: every entry stored, not
+    compressed, and all of them together no larger than the archive itself."""
+    size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError) as exc:
+        raise InputError(f"{where}: not a readable {what} (a broken zip archive: {exc}); the file is damaged or "
+                         "not written by torch.save") from exc
+    compressed = [e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        raise InputError(f"{where}: zip entry {compressed[0]!r} is compressed, which torch.save never writes "
+                         "(a zip bomb?); re-save the state dict with torch.save")
+    declared = sum(e.file_size for e in entries)
+    if declared > size:
+        raise InputError(f"{where}: its zip entries declare {declared:,} bytes in a {size:,}-byte file "
+                         "(overlapping entries: a zip bomb?); re-save the state dict with torch.save")
+
+
+def _unpickling_cause(exc: BaseException) -> str:
+    """The one informative line of torch's weights_only refusal."""
+    text = " ".join(str(exc).split())
+    found = re.search(r"WeightsUnpickler error: (.*?)( Check the documentation|$)", text)
+    return (found.group(1) if found else text or "unpickling refused")[:160]
+
+
+def torch_load_weights_only(source: str | Path | bytes, where: object, fix: str,
+                            what: str = "PyTorch checkpoint") -> Any:
+    """`torch.load(weights_only=True)` of a path or bytes, torch's warnings silenced (the
+    caller reports), every failure an InputError naming `where` with `fix`. The caller
+    has bounded the input (size, and `check_torch_zip` for zip archives)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(io.BytesIO(source) if isinstance(source, bytes) else source,
+                              map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling refused"
-        raise InputError(
-            f"{path}: refused to load: it needs more than weights_only unpickling ({first_line}); "
-            "save plain tensors and containers (a state dict) instead"
-        ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, KeyError) as exc:
+        raise InputError(f"{where}: refused to load: it needs more than weights_only unpickling "
+                         f"({_unpickling_cause(exc)}); {fix}") from exc
+    except RecursionError as exc:
+        raise InputError(f"{where}: refused to load: its pickle nests too deeply (a hostile file?); {fix}") from exc
+    except Exception as exc:  # noqa: BLE001 - whatever torch raises on a bad file is bad input
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(
-            f"{path}: not a readable PyTorch checkpoint ({message}); pass a file written by torch.save "
-            "(a state dict or an artifactkit checkpoint) or a .safetensors file"
-        ) from exc
+        raise InputError(f"{where}: not a readable {what} ({message[:160]}); {fix}") from exc
+
+
+def _torch_load(path: Path) -> Any:
+    return torch_load_weights_only(path, path, "pass a file written by torch.save (a state dict or an artifactkit "
+                                   "checkpoint of plain tensors and containers) or a .safetensors file")
 
 
 def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
@@ -108,8 +153,17 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
         raise InputError(f"{path}: no such file; check the path")
     if path.is_dir():
         raise InputError(f"{path}: is a directory; pass the checkpoint file inside it (e.g. {path}/ckpt.pt)")
-    with open(path, "rb") as handle:
-        head = handle.read(8)
+    try:
+        info = path.stat()
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc}); check the path and its permissions") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path}: is not a regular file (a device or a pipe); save the checkpoint to a file first")
+    if info.st_size > MAX_CHECKPOINT_FILE_BYTES:
+        raise InputError(f"{path}: is {info.st_size:,} bytes, over the {MAX_CHECKPOINT_FILE_BYTES:,}-byte limit for "
+                         "a checkpoint; save only the model's state dict")
     if head.startswith(b"AKIT"):
         raise InputError(f"{path}: is an .akit artifact, not a checkpoint; use 'artifactkit inspect' or 'unpack'")
 
@@ -124,6 +178,8 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
             f"{path}: not a PyTorch checkpoint (starts with {head[:4]!r}, neither a torch.save zip nor a pickle); "
             "pass a file written by torch.save or a .safetensors file"
         )
+    if head.startswith(b"PK"):
+        check_torch_zip(path, path)
     obj = _torch_load(path)
     if not isinstance(obj, Mapping):
         raise InputError(

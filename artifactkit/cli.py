@@ -14,6 +14,7 @@ import click
 
 from artifactkit import __version__
 from artifactkit.commands._framework import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, CliState
+from artifactkit.commands._options import DEBUG_HELP
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
@@ -54,7 +55,7 @@ class ArtifactkitGroup(click.Group):
 @click.group(cls=ArtifactkitGroup,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="artifactkit")
-@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--debug", is_flag=True, help=DEBUG_HELP)
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """Quantize, pack, size and roundtrip-evaluate model checkpoints under a hard

@@ -9,10 +9,6 @@ def fmt_int(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
-def fmt_mb(value: int | float) -> str:
-    return f"{value / 1e6:.3f} MB"
-
-
 def render(headers: Sequence[str], rows: Sequence[Sequence[object]], total: Sequence[object] | None = None) -> str:
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
     if total is not None:
@@ -20,7 +16,7 @@ def render(headers: Sequence[str], rows: Sequence[Sequence[object]], total: Sequ
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 
     def numeric(text: str) -> bool:
-        stripped = text.replace(",", "").replace(".", "").replace("-", "").replace("%", "").replace(" MB", "")
+        stripped = text.replace(",", "").replace(".", "").replace("-", "").replace("%", "")
         return stripped.isdigit()
 
     def line(row: list[str]) -> str:

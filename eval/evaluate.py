@@ -78,22 +78,22 @@ def plan_windows(num_tokens: int, seq_len: int, stride: int | None = None) -> Wi
     """Plan the evaluation windows over a stream of `num_tokens` tokens (targets are
     tokens 1..N-1). `stride=None` is standard evaluation; any stride is sliding."""
     if seq_len < 1:
-        raise EvalError(f"seq_len is {seq_len}; it must be at least 1")
+        raise EvalError(f"seq_len is {seq_len:,}; it must be at least 1")
     total_targets = num_tokens - 1
     if stride is None:
         count = total_targets // seq_len if total_targets > 0 else 0
         if count == 0:
             raise EvalError(
-                f"{num_tokens} tokens are fewer than one window of seq_len {seq_len} + 1; "
+                f"{num_tokens:,} tokens are fewer than one window of seq_len {seq_len:,} + 1; "
                 "use more validation tokens or a smaller --seq-len"
             )
         starts = np.arange(count, dtype=np.int64) * seq_len
         lengths = np.full(count, seq_len, dtype=np.int64)
         return WindowPlan(starts, lengths, np.zeros(count, dtype=np.int64), "standard")
     if not 1 <= stride <= seq_len:
-        raise EvalError(f"stride is {stride}; it must lie in [1, seq_len={seq_len}]")
+        raise EvalError(f"stride is {stride:,}; it must lie in [1, seq_len={seq_len:,}]")
     if total_targets < 1:
-        raise EvalError(f"{num_tokens} tokens give no target to score; use more validation tokens")
+        raise EvalError(f"{num_tokens:,} tokens give no target to score; use more validation tokens")
     # Window k starts at k*stride; it is the last one once it reaches the final target.
     count = max(1, math.ceil((total_targets - seq_len) / stride) + 1) if total_targets > seq_len else 1
     starts = np.arange(count, dtype=np.int64) * stride
@@ -152,7 +152,7 @@ def evaluate_bpb(
     stride: int | None = None,
     device: str | torch.device = "cpu",
     max_tokens: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> EvalResult:
     """Score `tokens` with `model` and return val_loss / val_bpb (see the module doc).
 
@@ -160,7 +160,8 @@ def evaluate_bpb(
     `batch_tokens` bounds the tokens per forward pass (at least one window). A
     `torch.nn.Module` is moved to `device` and put in eval mode for the call (its
     training flag is restored). bf16 autocast on CUDA, float32 elsewhere. The
-    progress line goes to stderr when stderr is a terminal or `progress=True`.
+    progress line goes to stderr when `progress` is True, never when it is False, and
+    when it is None (the default) only if stderr is a terminal.
     """
     device = torch.device(device)
     tokens = np.asarray(tokens)
@@ -168,13 +169,13 @@ def evaluate_bpb(
         raise EvalError(f"tokens must be a 1-D integer array, got {tokens.dtype} with shape {tokens.shape}")
     if max_tokens is not None:
         if max_tokens < 1:
-            raise EvalError(f"max_tokens is {max_tokens}; it must be at least 1")
+            raise EvalError(f"max_tokens is {max_tokens:,}; it must be at least 1")
         tokens = tokens[: max_tokens + 1]
     lowest, highest = (int(tokens.min()), int(tokens.max())) if tokens.size else (0, 0)
     if lowest < 0 or highest >= tables.table_size:
         raise EvalError(
             f"token ids span [{lowest}, {highest}] but the byte tables cover "
-            f"{tables.table_size} ids; use the tokenizer the shards were made with"
+            f"{tables.table_size:,} ids; use the tokenizer the shards were made with"
         )
     plan = plan_windows(int(tokens.size), seq_len, stride)
     rank, world_size = _distributed_rank_and_size()
@@ -187,7 +188,8 @@ def evaluate_bpb(
         model.to(device)
         model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # nll, targets, bytes
-    bar = _Progress(last - first, enabled=rank == 0 and (progress or sys.stderr.isatty()))
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = _Progress(last - first, enabled=rank == 0 and show)
     started = time.perf_counter()
     offsets = np.arange(seq_len + 1, dtype=np.int64)
     scored_so_far = 0
@@ -213,7 +215,7 @@ def evaluate_bpb(
                     )
                 if logits.shape[-1] <= highest:
                     raise EvalError(
-                        f"model vocabulary {logits.shape[-1]} is smaller than token id {highest}; "
+                        f"model vocabulary {logits.shape[-1]:,} is smaller than token id {highest}; "
                         "the model and the validation shards use different tokenizers"
                     )
                 nll = functional.cross_entropy(
@@ -237,7 +239,7 @@ def evaluate_bpb(
     target_count, byte_count = int(target_count), int(byte_count)
     if byte_count == 0:
         raise EvalError(
-            f"the {target_count} scored targets count 0 bytes (all control or unknown ids); "
+            f"the {target_count:,} scored targets count 0 bytes (all control or unknown ids); "
             "check that the shards and the tokenizer match"
         )
     return EvalResult(

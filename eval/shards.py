@@ -50,7 +50,7 @@ def read_header(path: str | os.PathLike) -> int:
         raise ShardError(f"{path}: cannot read shard ({exc.strerror}); check the path") from exc
     if len(raw) < HEADER_BYTES:
         raise ShardError(
-            f"{path}: file is {size} bytes, shorter than the {HEADER_BYTES}-byte shard header; "
+            f"{path}: file is {size:,} bytes, shorter than the {HEADER_BYTES:,}-byte shard header; "
             "the file is truncated or not a token shard"
         )
     header = np.frombuffer(raw, dtype="<i4")
@@ -67,7 +67,7 @@ def read_header(path: str | os.PathLike) -> int:
     expected = HEADER_BYTES + 2 * count
     if count < 0 or size != expected:
         raise ShardError(
-            f"{path}: header says {count} tokens ({expected} bytes) but the file has {size} bytes; "
+            f"{path}: header says {count:,} tokens ({expected:,} bytes) but the file has {size:,} bytes; "
             "the shard is truncated or corrupt, re-create it"
         )
     return count
@@ -82,16 +82,19 @@ def read_shard(path: str | os.PathLike) -> np.ndarray:
 
 
 def resolve_shards(pattern: str | os.PathLike) -> list[Path]:
-    """Expand a glob (or a single path) to shard paths in sorted order."""
+    """Expand a glob (or a single path) to shard paths, sorted as strings."""
     pattern = str(pattern)
-    paths = sorted(Path(p) for p in globlib.glob(pattern))
+    # Sorted as strings, like the official loader (`sorted(glob.glob(pattern))`): Path
+    # objects compare part by part, which orders sibling folders such as `a/` and `a-b/`
+    # differently and would feed the shards in another order.
+    paths = [Path(p) for p in sorted(globlib.glob(pattern))]
     if not paths:
         raise ShardError(f"{pattern}: no shard files match; check the path or glob pattern")
     return paths
 
 
 def load_tokens(pattern: str | os.PathLike) -> np.ndarray:
-    """All tokens of the shards matching `pattern`, concatenated in sorted-path order."""
+    """All tokens of the shards matching `pattern`, concatenated in `resolve_shards` order."""
     arrays = [read_shard(p) for p in resolve_shards(pattern)]
     if len(arrays) == 1:
         return arrays[0]

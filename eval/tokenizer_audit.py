@@ -21,6 +21,7 @@ import numpy as np
 import sentencepiece
 
 from eval.bpb import SPACE_MARK, ByteTables, stream_byte_count
+from eval.evaluate import EvalError
 
 BOS_ID = 1
 DEFAULT_CHECK_TOKENS = 2_000_000
@@ -134,8 +135,15 @@ def check_byte_table(
     source: str,
 ) -> ByteCheck:
     """Table bytes of each document (after a BOS) against the UTF-8 length of its decoded
-    text; the first mismatch is described."""
+    text; the first mismatch is described. Ids outside the vocabulary cannot be decoded
+    at all: an EvalError naming the largest one (the tokens came from another tokenizer)."""
     documents = list(documents)
+    vocab = int(sp.get_piece_size())
+    outside = [token for ids in documents for token in ids if not 0 <= token < vocab]
+    if outside:
+        raise EvalError(f"{source}: {len(outside):,} token ids lie outside the tokenizer's {vocab:,} pieces (largest "
+                        f"{max(outside, key=abs):,}), so they were made with another tokenizer; pass the tokenizer "
+                        "that made these tokens")
     unknown_id = sp.unk_id()
     clean = [ids for ids in documents if unknown_id not in ids]
     decoded = sp.decode(clean) if clean else []

@@ -143,9 +143,14 @@ PRESETS: dict[str, dict] = {
              "grad_clip": 1.0, "weight_ema_decay": 0.997, "muon_momentum_warmup_steps": 20,
              "val_tokens": 16384, "save_every": 50},
     # CPU, <= 15 minutes with --cpu-threads 1: a model artifactkit really quantizes; the demo's model.
-    "mid": {**_CPU, "model": _mid_model(), "iterations": 100, "max_wall_s": 720.0, "seq_len": 256,
-            "batch_tokens": 4096, "warmup_steps": 10, "warmdown_frac": 0.3, "muon_momentum_warmup_steps": 25,
-            "val_every": 25, "log_every": 5, "save_every": 25},
+    # 150 steps of 4,096 tokens: ~3.4 s (vanilla) / ~4.4 s (JEPA) of one core per step, so
+    # ~10 / ~12 minutes on an idle core; max_wall_s guards the 15 minutes on a busy one
+    # (pass --max-wall-s 0 for a step-exact run). Warm-up 20: at 10 the JEPA head diverged.
+    # Embedding LR 0.01: at the seed's 0.035 the loss climbs back above ln(1024) by step
+    # 15 at these batch sizes (train/README.md has the measurement).
+    "mid": {**_CPU, "model": _mid_model(), "iterations": 150, "max_wall_s": 780.0, "seq_len": 256,
+            "batch_tokens": 4096, "warmup_steps": 20, "warmdown_frac": 0.3, "muon_momentum_warmup_steps": 40,
+            "embed_lr": 0.01, "val_every": 25, "log_every": 5, "save_every": 25},
     # The seed's A/B runs (8 GPUs, FineWeb sp1024, 1,800 s): TrainConfig's defaults.
     "seed11": {"model": ModelConfig(num_layers=11), "seed": 42, "device": "cuda"},
     "seed20": {"model": ModelConfig(num_layers=20), "seed": 42, "device": "cuda"},

@@ -80,12 +80,6 @@ class JepaObjective(nn.Module):
         return {name: getattr(self, f"target_{name}") for name in GPT.bank_names}
 
     @torch.no_grad()
-    def reset_target(self, model: GPT) -> None:
-        """Target banks <- the context encoder's banks (a fresh run's starting point)."""
-        for name, bank in model.banks().items():
-            getattr(self, f"target_{name}").copy_(bank.detach())
-
-    @torch.no_grad()
     def update_target(self, model: GPT) -> None:
         ema_update(self.target_banks(), model.banks(), self.ema_decay)
 

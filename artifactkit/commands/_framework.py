@@ -26,14 +26,16 @@ BASE_LAYER_ERRORS = (SetupError, ShardError, EvalError)
 
 
 class CliState:
-    """Options every subcommand shares (set on the group)."""
+    """Options every subcommand shares (set on the group), and how the command ended."""
 
     def __init__(self, debug: bool = False) -> None:
         self.debug = debug
+        self.error_code: int | None = None  # set by `fail`
 
 
-def fail(message: str, code: int, debug: bool) -> None:
-    if debug:
+def fail(message: str, code: int, state: CliState) -> None:
+    state.error_code = code
+    if state.debug:
         traceback.print_exc()
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
@@ -50,20 +52,20 @@ def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except ArtifactkitError as exc:
-            fail(str(exc), exc.exit_code, state.debug)
+            fail(str(exc), exc.exit_code, state)
         except BASE_LAYER_ERRORS as exc:
-            fail(str(exc), EXIT_BAD_INPUT, state.debug)
+            fail(str(exc), EXIT_BAD_INPUT, state)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt:
-            fail("interrupted; nothing was written", EXIT_INTERRUPTED, state.debug)
+            fail("interrupted; nothing was written", EXIT_INTERRUPTED, state)
         except MemoryError:
-            fail("out of memory; try a smaller input or --max-tokens", EXIT_BAD_INPUT, state.debug)
+            fail("out of memory; try a smaller input or --max-tokens", EXIT_BAD_INPUT, state)
         except Exception as exc:  # noqa: BLE001 - last line of defence, never a traceback
             fail(
                 f"unexpected {type(exc).__name__}: {exc}; rerun with --debug and report the traceback",
                 EXIT_BAD_INPUT,
-                state.debug,
+                state,
             )
 
     return wrapper
@@ -77,3 +79,16 @@ def emit_json(document: Any) -> None:
 def note(message: str) -> None:
     """Notices and warnings go to stderr so `--json` stdout stays clean."""
     click.echo(message, err=True)
+
+
+def note_at_end(message: str) -> None:
+    """A notice shown when the command ends (after its output), unless it ends with a
+    bad-input or interrupt error, whose one `error:` line then stays alone on stderr."""
+    ctx = click.get_current_context()
+    state = ctx.find_object(CliState)
+
+    def show() -> None:
+        if state is None or state.error_code in (None, EXIT_CHECK_FAILED):
+            note(message)
+
+    ctx.call_on_close(show)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import click
 
-from artifactkit.budget import CODE_RULES, DEFAULT_BUDGET, RULE_TEXT
+from artifactkit.budget import RULE_TEXT
 from artifactkit.commands._framework import emit_json, guarded
-from artifactkit.commands._options import debug_option, json_option
+from artifactkit.commands._options import budget_option, code_rule_option, debug_option, json_option
 from artifactkit.report.submission_audit import Audit, audit_submission, compare
 
 EXIT_CHECK_FAILED = 1
@@ -101,11 +101,8 @@ def _kinds(audit: Audit) -> dict[str, str]:
 @click.option("--against", "against_folder", metavar="DIR2", default=None,
               help="Another submission folder to compare with: difference in bpb and nats and the one-sided Welch "
                    "t-test p-value that DIR is better.")
-@click.option("--budget", type=click.IntRange(min=1), default=DEFAULT_BUDGET, show_default=True,
-              help="Budget in bytes (decimal): artifact + code.")
-@click.option("--code-rule", type=click.Choice(CODE_RULES), default="raw", show_default=True,
-              help="How code bytes count: raw UTF-8 bytes as shipped (the challenge's rule), or the smallest "
-                   "self-extracting compressed form.")
+@budget_option
+@code_rule_option
 @json_option
 @debug_option
 @guarded

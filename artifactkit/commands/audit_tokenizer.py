@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from artifactkit.commands._framework import emit_json, guarded, note
+from artifactkit.commands._options import EXISTING_FILE, POSITIVE_INT, debug_option, input_file, json_option
 from artifactkit.errors import CheckFailed, InputError
 from artifactkit.roundtrip.evaluate import load_val_tokens
 from eval.bpb import build_byte_tables
@@ -43,17 +44,19 @@ def _check_line(check: ByteCheck) -> str:
 
 
 @click.command("audit-tokenizer")
-@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@input_file("model", "TOKENIZER")
 @click.option("--val", "val", help="Validation shards (path or glob): unknown-target fraction and a byte check "
               "on their decoded documents.")
-@click.option("--text", "text_path", type=click.Path(exists=True, dir_okay=False),
+@click.option("--text", "text_path", type=EXISTING_FILE,
               help="A UTF-8 text file: its paragraphs are encoded and the byte table checked against them.")
-@click.option("--check-tokens", type=int, default=DEFAULT_CHECK_TOKENS, show_default=True,
+@click.option("--check-tokens", type=POSITIVE_INT, default=DEFAULT_CHECK_TOKENS, show_default=True,
               help="Decode at most this many validation tokens for the byte check.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@json_option
+@debug_option
 @guarded
-def audit_tokenizer_command(model, val, text_path, check_tokens, as_json):
-    """Audit the SentencePiece MODEL for val_bpb: vocab size; byte-fallback, control and
+def audit_tokenizer_command(model: str, val: str | None, text_path: str | None, check_tokens: int,
+                            as_json: bool) -> None:
+    """Audit the SentencePiece TOKENIZER (.model) for val_bpb: vocab size; byte-fallback, control and
     unknown pieces; whether a standalone space piece exists; the fraction of validation
     targets that are unknown (0 bytes under the official rule); and whether the byte
     table reproduces the true UTF-8 byte count of decoded real text.
@@ -95,9 +98,9 @@ def audit_tokenizer_command(model, val, text_path, check_tokens, as_json):
         space = f"yes (id {vocab.standalone_space_id})" if vocab.has_standalone_space else "NO"
         lines = [
             f"tokenizer   {model} (sha256 {sha256[:16]}...)",
-            f"vocab       {vocab.vocab_size:,} pieces: {vocab.byte_fallback_pieces} byte-fallback, "
-            f"{vocab.control_pieces} control, {vocab.unknown_pieces} unknown, {vocab.unused_pieces} unused, "
-            f"{vocab.leading_space_pieces} with a leading space; standalone space piece: {space}",
+            f"vocab       {vocab.vocab_size:,} pieces: {vocab.byte_fallback_pieces:,} byte-fallback, "
+            f"{vocab.control_pieces:,} control, {vocab.unknown_pieces:,} unknown, {vocab.unused_pieces:,} unused, "
+            f"{vocab.leading_space_pieces:,} with a leading space; standalone space piece: {space}",
         ]
         if val_summary:
             lines.append(

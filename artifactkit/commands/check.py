@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import click
 
-from artifactkit.budget import RULE_TEXT, BudgetLine, count_code, default_code_files
+from artifactkit.budget import RULE_TEXT, BudgetLine, count_code
 from artifactkit.commands._framework import emit_json, guarded, note
-from artifactkit.commands._options import EXISTING_FILE, budget_options, debug_option, json_option
+from artifactkit.commands._options import (
+    EXISTING_FILE,
+    budget_options,
+    code_paths,
+    debug_option,
+    input_file,
+    json_option,
+    loader_bytes_option,
+)
 from artifactkit.errors import InputError
 from artifactkit.format.open import open_artifact
+from artifactkit.io import MAX_TEXT_FILE_BYTES, read_bounded
 from artifactkit.plan.rules import SMALL_TENSOR_THRESHOLD
 
 EXIT_CHECK_FAILED = 1
@@ -25,22 +33,24 @@ def artifact_problems(artifact) -> list[str]:
              if t.category == "other" and t.numel > SMALL_TENSOR_THRESHOLD and t.scheme != "raw"]
     if not names:
         return []
-    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    return [f"{len(names)} large tensor(s) fell through to 'other' ({shown}); add a rule with --rules at pack time"]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5:,} more" if len(names) > 5 else "")
+    return [f"{len(names):,} large tensor(s) fell through to 'other' ({shown}); add a rule with --rules at pack time"]
 
 
 def roundtrip_problems(path: str, artifact_bytes: int, max_delta: float) -> tuple[float, list[str]]:
     """(delta_bpb, problems) from a `roundtrip-eval --json` document about this artifact."""
     try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = json.loads(read_bounded(path, MAX_TEXT_FILE_BYTES, "a JSON document").decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InputError(f"{path}: not a readable roundtrip-eval JSON document ({exc}); write it with "
                          "'artifactkit roundtrip-eval CKPT --artifact ARTIFACT --json > FILE'") from exc
     delta = document.get("delta_bpb") if isinstance(document, dict) else None
     if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta):
         raise InputError(f"{path}: has no numeric delta_bpb; write it with 'artifactkit roundtrip-eval ... --json'")
     if document.get("artifact_bytes") != artifact_bytes:
-        raise InputError(f"{path}: evaluated an artifact of {document.get('artifact_bytes')} bytes, not this "
+        evaluated = document.get("artifact_bytes")
+        evaluated = f"{evaluated:,}" if isinstance(evaluated, int) else repr(evaluated)
+        raise InputError(f"{path}: evaluated an artifact of {evaluated} bytes, not this "
                          f"{artifact_bytes:,}-byte one; rerun roundtrip-eval with --artifact pointing at it")
     if delta > max_delta:
         return float(delta), [f"roundtrip delta_bpb {delta:+.6f} exceeds --max-delta {max_delta} ({path})"]
@@ -48,11 +58,9 @@ def roundtrip_problems(path: str, artifact_bytes: int, max_delta: float) -> tupl
 
 
 @click.command("check")
-@click.argument("artifact", type=EXISTING_FILE)
+@input_file("artifact", "ARTIFACT")
 @budget_options
-@click.option("--loader-bytes", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Bytes of a standalone loader pasted into the training script, if not among --code files "
-                   "('artifactkit export-loader --json' prints them; or pass the loader file with --code).")
+@loader_bytes_option
 @click.option("--roundtrip", "roundtrip_json", type=EXISTING_FILE, default=None,
               help="The 'roundtrip-eval --artifact ARTIFACT --json' output for this artifact (checked with --max-delta).")
 @click.option("--max-delta", type=float, default=None,
@@ -70,7 +78,7 @@ def check_command(artifact: str, code_files: tuple[str, ...], budget: int, code_
     if (roundtrip_json is None) != (max_delta is None):
         raise InputError("--roundtrip and --max-delta: pass both (the roundtrip-eval JSON and the bound) or neither")
     opened = open_artifact(artifact)
-    code = count_code(list(code_files) or default_code_files())
+    code = count_code(code_paths(code_files))
     line = BudgetLine(budget, opened.artifact_bytes, code.bytes_for(code_rule), loader_bytes, code_rule)
     problems = artifact_problems(opened)
     if not line.ok:

@@ -7,9 +7,9 @@ import click
 from artifactkit.checkpoint import load_checkpoint
 from artifactkit.commands._framework import emit_json, guarded, note
 from artifactkit.commands._options import (
-    EXISTING_FILE,
     build_policy,
     debug_option,
+    input_file,
     json_option,
     load_rules,
     policy_options,
@@ -22,7 +22,7 @@ from artifactkit.table import fmt_int, render
 
 
 @click.command("classify")
-@click.argument("checkpoint", type=EXISTING_FILE)
+@input_file("checkpoint", "CHECKPOINT")
 @rules_option
 @policy_options
 @click.option("--strict", is_flag=True, help="Exit 1 when a large float tensor matches no rule.")

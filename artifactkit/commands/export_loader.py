@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from artifactkit.commands._framework import emit_json, guarded, note
-from artifactkit.commands._options import EXISTING_FILE, debug_option, json_option
+from artifactkit.commands._options import EXISTING_FILE, debug_option, json_option, output_option
 from artifactkit.errors import InputError
 from artifactkit.format.loader_export import (
     ALL_CODECS,
@@ -36,8 +36,7 @@ def _help_text() -> str:
 
 
 @click.command("export-loader", help=_help_text())
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Where to write the loader module (atomically). Default: print it on stdout.")
+@output_option("the loader module", required=False, default_text=" Default: print it on stdout.")
 @click.option("--codecs", "codec_list", default=None, metavar="all|CODEC,...",
               help=f"Codecs the loader can read, from {', '.join(ALL_CODECS)}. "
                    f"Default: {','.join(DEFAULT_CODECS)}. Fewer codecs, fewer bytes.")

@@ -6,18 +6,24 @@ from __future__ import annotations
 
 import click
 
-from artifactkit.budget import RULE_TEXT, default_code_files
+from artifactkit.budget import RULE_TEXT
 from artifactkit.commands._framework import emit_json, guarded, note
 from artifactkit.commands._options import (
     EXISTING_FILE,
+    POSITIVE_INT,
     budget_options,
+    code_paths,
+    codec_option,
     debug_option,
+    device_option,
+    input_file,
     json_option,
     load_rules,
+    output_option,
+    progress_option,
     rules_option,
     show_progress,
 )
-from artifactkit.commands.pack import CODEC_CHOICES
 from artifactkit.errors import InputError
 from artifactkit.fit.candidates import (
     DEFAULT_BITS_CHOICES,
@@ -37,18 +43,12 @@ from artifactkit.fit.pipeline import (
     FitResult,
     fit_checkpoint,
 )
-from artifactkit.format.akit import DEFAULT_CODEC, write_artifact
+from artifactkit.format.akit import write_artifact
 from artifactkit.io import refuse_overwriting_inputs
 from artifactkit.roundtrip.evaluate import RoundtripOptions, roundtrip_eval
 from artifactkit.table import fmt_int, render
 from eval.runtime import load_tokenizer
 from eval.shards import resolve_shards
-
-
-def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise click.BadParameter(f"must be at least 1, got {value}")
-    return value
 
 
 def render_text(result: FitResult, output: str) -> str:
@@ -76,16 +76,15 @@ def render_text(result: FitResult, output: str) -> str:
 
 
 @click.command("fit")
-@click.argument("checkpoint", type=EXISTING_FILE)
-@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the .akit artifact (atomically).")
+@input_file("checkpoint", "CHECKPOINT")
+@output_option("the .akit artifact")
 @budget_options
 @click.option("--calib", default=None, metavar="self|GLOB",
               help="Calibration tokens: 'self' (sequences the model samples itself, the default when a model is "
                    "available) or a glob of TRAINING shards. Validation shards are refused.")
-@click.option("--calib-seqs", type=int, default=DEFAULT_CALIB_SEQS, show_default=True, callback=_positive,
+@click.option("--calib-seqs", type=POSITIVE_INT, default=DEFAULT_CALIB_SEQS, show_default=True,
               help="Calibration sequences.")
-@click.option("--seq-len", type=int, callback=_positive,
+@click.option("--seq-len", type=POSITIVE_INT,
               help="Calibration sequence length. Default: seq_len / train_seq_len from the model config, then from "
                    "the checkpoint's training config, else 1024.")
 @click.option("--model", "model_ref", metavar="MODULE:FUNCTION",
@@ -121,21 +120,17 @@ def render_text(result: FitResult, output: str) -> str:
               help="With calibration: hessian = tr(dW H dW^T), each layer's output error; hessian-kl = the same "
                    "rescaled per matrix so its fewest-byte candidate equals the output KL it causes alone "
                    "(one extra forward pass over the calibration tokens per matrix).")
-@click.option("--codec", type=click.Choice(CODEC_CHOICES), default=DEFAULT_CODEC, show_default=True,
-              help="Payload codec; candidate bytes are measured with this same codec.")
+@codec_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the calibration tokens.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where calibration and GPTQ run.")
+@device_option
 @click.option("--small-threshold", type=click.IntRange(min=0), default=None,
               help="Tensors with at most this many elements stay fp16 (default: the policy's, 65,536).")
 @rules_option
 @click.option("--val", "val", default=None, help="Validation shards (reporting only): print the roundtrip val_bpb "
               "of the written artifact. Needs --tokenizer.")
 @click.option("--tokenizer", type=EXISTING_FILE, default=None, help="SentencePiece .model for --val.")
-@click.option("--val-max-tokens", type=int, callback=_positive, help="Score at most this many validation targets.")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress notices on stderr (with the time left while sampling calibration text). "
-                   "Default: only when stderr is a terminal.")
+@click.option("--val-max-tokens", type=POSITIVE_INT, help="Score at most this many validation targets.")
+@progress_option
 @json_option
 @debug_option
 @guarded
@@ -155,7 +150,7 @@ def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budge
     weighted by how often each row is looked up), rescaled per matrix and role to the
     output KL it causes (--damage), when a model factory is known; else the squared
     weight error.
-    Bytes of every candidate are measured with the real codec; the written artifact
+    Bytes of every candidate are measured with the real codec (--codec); the written artifact
     is packed for real and never exceeds the budget. Exit 1 when even the smallest
     plan does not fit.
     """
@@ -166,7 +161,7 @@ def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budge
         load_tokenizer(tokenizer)
         resolve_shards(val)
     options = FitOptions(
-        budget=budget, code_files=list(code_files) or [str(p) for p in default_code_files()], code_rule=code_rule,
+        budget=budget, code_files=code_paths(code_files), code_rule=code_rule,
         calib=calib, calib_seqs=calib_seqs, seq_len=seq_len, model=model_ref, config=config_path,
         bits_choices=parse_bits_choices(bits_choices), clip_choices=parse_clip_choices(clip_choices),
         step_grid=parse_step_grid(step_grid), keep_float=keep_float, lqer_rank=lqer_rank, gptq=gptq,
@@ -185,7 +180,8 @@ def fit_command(checkpoint: str, output: str, code_files: tuple[str, ...], budge
     if val:
         roundtrip = roundtrip_eval(checkpoint, RoundtripOptions(val=val, tokenizer=tokenizer, artifact=output,
                                                                 max_tokens=val_max_tokens, device=device,
-                                                                model=model_ref, config=config_path))
+                                                                model=model_ref, config=config_path,
+                                                                progress=show_progress(progress)))
         document["roundtrip"] = roundtrip.to_json()
     if as_json:
         emit_json(document)

@@ -9,7 +9,7 @@ import click
 import torch
 
 from artifactkit.commands._framework import emit_json, guarded, note
-from artifactkit.commands._options import EXISTING_FILE, debug_option, json_option
+from artifactkit.commands._options import debug_option, input_file, json_option, output_option
 from artifactkit.format.open import open_artifact
 from artifactkit.format.reader import ArtifactReader
 from artifactkit.io import atomic_write_bytes, refuse_overwriting_inputs
@@ -42,7 +42,7 @@ def describe_artifact(artifact, path: str) -> dict:
 
 
 @click.command("inspect")
-@click.argument("artifact", type=EXISTING_FILE)
+@input_file("artifact", "ARTIFACT")
 @json_option
 @debug_option
 @guarded
@@ -74,16 +74,26 @@ def inspect_command(artifact: str, as_json: bool) -> None:
 
 
 @click.command("unpack")
-@click.argument("artifact", type=EXISTING_FILE)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the dequantized state dict (torch.save, loadable with weights_only=True).")
-@click.option("--expanded", is_flag=True, help="Keep banks expanded into per-layer tensors (b.N.a.q, ...).")
+@input_file("artifact", "ARTIFACT")
+@output_option("the dequantized state dict (torch.save, loadable with weights_only=True)")
+@click.option("--expanded", is_flag=True, help="Keep banks expanded into per-layer tensors (b.N.a.q, ...); "
+              ".akit only (the legacy formats store no banks).")
 @json_option
 @debug_option
 @guarded
 def unpack_command(artifact: str, output: str, expanded: bool, as_json: bool) -> None:
-    """Dequantize ARTIFACT into a plain state dict (banks restored unless --expanded,
-    original dtypes) and save it with torch.save to OUTPUT."""
+    """Dequantize ARTIFACT into a plain state dict and save it with torch.save to OUTPUT.
+    What comes back depends on what the format records:
+
+    \b
+    .akit                       banks restored (unless --expanded), original dtypes
+    baseline int8 .ptz          original dtypes (recorded); the format has no banks
+      (int8_clean_per_row_v1)
+    seed int6 .ptz              records neither: per-layer names as stored (banks
+                                stay split), int tensors float32, the rest as stored
+
+    To evaluate a seed .ptz with its model's names and dtypes, give it to
+    'roundtrip-eval CHECKPOINT --artifact FILE.ptz': the checkpoint is the template."""
     refuse_overwriting_inputs({"-o": output}, [artifact])
     opened = open_artifact(artifact)
     state = opened.expanded_state_dict() if expanded else opened.state_dict()
@@ -94,7 +104,7 @@ def unpack_command(artifact: str, output: str, expanded: bool, as_json: bool) ->
         emit_json({"path": output, "tensors": len(state), "params": sum(t.numel() for t in state.values()),
                    "format": opened.format})
     else:
-        note(f"wrote {output}: {len(state)} tensors, {sum(t.numel() for t in state.values()):,} parameters "
+        note(f"wrote {output}: {len(state):,} tensors, {sum(t.numel() for t in state.values()):,} parameters "
              f"(dequantized from {opened.format})")
 
 

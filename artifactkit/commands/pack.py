@@ -7,38 +7,31 @@ from collections import defaultdict
 import click
 from click.core import ParameterSource
 
-from artifactkit.budget import RULE_TEXT, BudgetLine, count_code, default_code_files
+from artifactkit.budget import RULE_TEXT, BudgetLine, count_code
 from artifactkit.checkpoint import load_checkpoint
 from artifactkit.commands._framework import emit_json, guarded, note
 from artifactkit.commands._options import (
     EXISTING_FILE,
     budget_options,
     build_policy,
+    code_paths,
+    codec_option,
     debug_option,
+    device_option,
+    input_file,
     json_option,
     load_rules,
+    output_option,
     policy_options,
     rules_option,
 )
 from artifactkit.errors import CheckFailed
-from artifactkit.fit.record import (
-    RECIPE_NAMES,
-    RecordRecipe,
-    option_help,
-    quantize_checkpoint,
-)
-from artifactkit.format.akit import (
-    DEFAULT_CODEC,
-    PackedArtifact,
-    encode_artifact,
-    pack_state_dict,
-    write_artifact,
-)
-from artifactkit.format.codecs import available_codecs
+from artifactkit.fit.record import RECIPE_NAMES, RecordRecipe, option_help, quantize_checkpoint
+from artifactkit.format.akit import PackedArtifact, encode_artifact, write_artifact
 from artifactkit.io import refuse_overwriting_inputs
+from artifactkit.plan.policy import parse_bits
+from artifactkit.roundtrip.packing import pack_checkpoint
 from artifactkit.table import fmt_int, render
-
-CODEC_CHOICES = sorted(set(available_codecs()) | {"ans", "auto"})
 
 
 def describe_packed(packed: PackedArtifact, path: str | None) -> dict:
@@ -107,13 +100,10 @@ def pack_with_recipe(checkpoint: str, recipe_options: tuple[str, ...], calib: st
 
 
 @click.command("pack", epilog=recipe_epilog())
-@click.argument("checkpoint", type=EXISTING_FILE)
-@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the .akit artifact (atomically).")
+@input_file("checkpoint", "CHECKPOINT")
+@output_option("the .akit artifact")
 @policy_options
-@click.option("--codec", type=click.Choice(CODEC_CHOICES), default=DEFAULT_CODEC, show_default=True,
-              help="Payload codec. ans: entropy coder for the codes (side sections lzma); "
-                   "auto: try every codec per section, keep the smallest.")
+@codec_option
 @click.option("--recipe", "recipe_name", type=click.Choice(RECIPE_NAMES), default=None,
               help="Quantize with a named recipe instead of a policy. record: the public leaderboard's pipeline "
                    "(GPTQ act-order on training-shard Hessians, SDClip scales k*std(row)/R with k 13 attn, 12 MLP, "
@@ -128,8 +118,7 @@ def pack_with_recipe(checkpoint: str, recipe_options: tuple[str, ...], calib: st
               help="With --recipe: model factory for calibration, overriding the checkpoint's 'arch'.")
 @click.option("--config", "config_path", type=EXISTING_FILE,
               help="With --recipe: JSON object passed to the factory instead of the checkpoint's 'config'.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
-              help="With --recipe: where calibration and GPTQ run.")
+@device_option
 @rules_option
 @budget_options
 @click.option("--strict", is_flag=True,
@@ -163,19 +152,19 @@ def pack_command(checkpoint: str, output: str, policy_name: str, bits: str | Non
         for message in loaded.notices:
             note(message)
         policy = build_policy(policy_name, bits, bits_for, clip)
-        meta = {"arch": loaded.arch, "config": loaded.config, "step": loaded.step,
-                "tokenizer_sha256": loaded.tokenizer_sha256, "source_kind": loaded.kind}
-        packed = pack_state_dict(loaded.state_dict, policy, codec, load_rules(rules_path), meta)
+        packed_checkpoint = pack_checkpoint(loaded, policy, codec, load_rules(rules_path), parse_bits(bits))
+        packed = packed_checkpoint.packed
+        for message in [*packed.model.notices, *packed_checkpoint.notices]:
+            note(message)
     else:
         packed = pack_with_recipe(checkpoint, recipe_options, calib, model_ref, config_path, device, rules_path,
                                   codec)
-        policy = packed.model.policy
     problems = []
     guard = packed.model.classification.guard_message()
     if guard:
         note(f"warning: {checkpoint}: {guard}")
         problems.append(guard)
-    code = count_code(list(code_files) or default_code_files())
+    code = count_code(code_paths(code_files))
     line = BudgetLine(budget, packed.artifact_bytes, code.bytes_for(code_rule), 0, code_rule)
     if not line.ok:
         message = f"over budget by {-line.headroom:,} bytes (total {line.total_bytes:,} > {budget:,})"
@@ -197,7 +186,7 @@ def pack_command(checkpoint: str, output: str, policy_name: str, bits: str | Non
     click.echo(render(["category", "scheme", "tensors", "params"], category_summary(packed.model.entries)))
     if packed.header["dropped"]:
         click.echo(f"\ndropped (training-only): {', '.join(packed.header['dropped'])}")
-    click.echo(f"\nwrote {output}: {packed.artifact_bytes:,} bytes, policy {policy.name}, codec {codec} "
+    click.echo(f"\nwrote {output}: {packed.artifact_bytes:,} bytes, policy {packed.model.policy.name}, codec {codec} "
                f"({', '.join(s['name'] + ':' + s['codec'] for s in packed.header['sections'] if s['raw_bytes'])})")
     click.echo(f"budget: model {line.model_bytes:,} + code {line.code_bytes:,} = {line.total_bytes:,} "
                f"of {budget:,} -> headroom {line.headroom:,} bytes [code rule: {RULE_TEXT[code_rule]}]")

@@ -8,19 +8,20 @@ import click
 import torch
 
 from artifactkit.commands._framework import emit_json, guarded, note
-from artifactkit.commands._options import show_progress
+from artifactkit.commands._options import (
+    EXISTING_FILE,
+    POSITIVE_INT,
+    debug_option,
+    device_option,
+    input_file,
+    json_option,
+    progress_option,
+    show_progress,
+)
 from artifactkit.errors import CheckFailed
 from artifactkit.roundtrip.evaluate import RoundtripOptions, RoundtripResult, roundtrip_eval
 from eval.evaluate import DEFAULT_BATCH_TOKENS
 from eval.runtime import init_distributed, resolve_device
-
-FILE = click.Path(exists=True, dir_okay=False)
-
-
-def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise click.BadParameter(f"must be at least 1, got {value}")
-    return value
 
 
 def render_text(result: RoundtripResult) -> str:
@@ -42,33 +43,35 @@ def render_text(result: RoundtripResult) -> str:
 
 
 @click.command("roundtrip-eval")
-@click.argument("checkpoint", type=FILE)
-@click.option("--artifact", type=FILE, help="An .akit artifact to compare; default: pack CHECKPOINT in memory "
-              "with the default policy (int6-mixed).")
-@click.option("--val", "val", required=True, help="Validation shards: a path or glob (quote it), sorted order.")
-@click.option("--tokenizer", required=True, type=FILE, help="The SentencePiece .model the shards were made with.")
-@click.option("--seq-len", type=int, callback=_positive,
+@input_file("checkpoint", "CHECKPOINT")
+@click.option("--artifact", type=EXISTING_FILE, help="The artifact to compare: an .akit file, or a legacy .ptz "
+              "(detected by content; its names and dtypes follow CHECKPOINT). Default: pack CHECKPOINT in memory "
+              "exactly as 'pack' writes it with the default policy (int6-mixed).")
+@click.option("--val", "val", required=True, help="Validation shards: a path or glob (quote it), read in sorted order.")
+@click.option("--tokenizer", required=True, type=EXISTING_FILE, help="The SentencePiece .model the shards were made with.")
+@click.option("--seq-len", type=POSITIVE_INT,
               help="Window length. Default: the checkpoint config's seq_len / train_seq_len, else 1024.")
-@click.option("--stride", type=int, callback=_positive,
+@click.option("--stride", type=POSITIVE_INT,
               help="Sliding-window evaluation with this stride (each target scored once). Default: standard "
               "non-overlapping windows.")
-@click.option("--max-tokens", type=int, callback=_positive, help="Score at most this many targets (a quick check).")
-@click.option("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS, show_default=True, callback=_positive,
+@click.option("--max-tokens", type=POSITIVE_INT, help="Score at most this many targets (a quick check).")
+@click.option("--batch-tokens", type=POSITIVE_INT, default=DEFAULT_BATCH_TOKENS, show_default=True,
               help="Tokens per forward pass (at least one window).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="auto: CUDA when available. bf16 autocast on CUDA, float32 on CPU.")
+@device_option
 @click.option("--model", "model_ref", metavar="MODULE:FUNCTION",
               help="Model factory, called as FUNCTION(config) -> nn.Module; overrides the checkpoint's 'arch' and "
               "is required for raw state dicts. The current directory is importable (like python -m).")
-@click.option("--config", "config_path", type=FILE,
+@click.option("--config", "config_path", type=EXISTING_FILE,
               help="JSON object passed to the factory instead of the checkpoint's 'config'.")
 @click.option("--max-delta", type=float, help="Exit 1 when delta_bpb (quantized - float) exceeds this.")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress line on stderr. Default: only when stderr is a terminal.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@progress_option
+@json_option
+@debug_option
 @guarded
-def roundtrip_eval_command(checkpoint, artifact, val, tokenizer, seq_len, stride, max_tokens, batch_tokens, device,
-                           model_ref, config_path, max_delta, progress, as_json):
+def roundtrip_eval_command(checkpoint: str, artifact: str | None, val: str, tokenizer: str, seq_len: int | None,
+                           stride: int | None, max_tokens: int | None, batch_tokens: int, device: str,
+                           model_ref: str | None, config_path: str | None, max_delta: float | None,
+                           progress: bool | None, as_json: bool) -> None:
     """Evaluate CHECKPOINT (float) and its dequantized artifact on the same validation
     tokens; print val_loss and val_bpb for both and the difference.
 

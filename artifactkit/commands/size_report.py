@@ -8,28 +8,33 @@ from pathlib import Path
 
 import click
 
-from artifactkit.budget import count_code, default_code_files
+from artifactkit.budget import count_code
 from artifactkit.checkpoint import load_checkpoint
 from artifactkit.commands._framework import emit_json, guarded, note
 from artifactkit.commands._options import (
-    EXISTING_FILE,
+    OUTPUT_FILE,
     budget_options,
     build_policy,
+    code_paths,
+    codec_option,
     debug_option,
+    input_file,
     json_option,
     load_rules,
+    loader_bytes_option,
     policy_options,
+    progress_option,
     rules_option,
     show_progress,
 )
 from artifactkit.errors import InputError
-from artifactkit.format.akit import DEFAULT_CODEC, MAGIC, encode_artifact
-from artifactkit.format.codecs import available_codecs
+from artifactkit.format.akit import MAGIC
 from artifactkit.format.legacy import read_legacy
 from artifactkit.format.loader_export import loader_for_artifact
+from artifactkit.format.open import read_input
 from artifactkit.format.reader import ArtifactReader
 from artifactkit.io import atomic_write_text, refuse_overwriting_inputs
-from artifactkit.quantize.apply import quantize_state_dict
+from artifactkit.plan.policy import parse_bits
 from artifactkit.report.size import (
     build_report,
     parse_codec_list,
@@ -37,34 +42,30 @@ from artifactkit.report.size import (
     report_tables,
     summary_line,
 )
+from artifactkit.roundtrip.packing import pack_checkpoint
 from artifactkit.table import render
-
-CODEC_CHOICES = sorted(set(available_codecs()) | {"ans", "auto"})
 
 
 @click.command("size-report")
-@click.argument("path", type=EXISTING_FILE)
+@input_file("path", "CHECKPOINT|ARTIFACT")
 @budget_options
-@click.option("--loader-bytes", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Bytes of a standalone loader pasted into the training script (not among --code files).")
+@loader_bytes_option
 @click.option("--count-loader", is_flag=True,
               help="Count the loader 'export-loader --artifact' would write for this artifact as loader bytes.")
 @policy_options
 @rules_option
-@click.option("--codec", type=click.Choice(CODEC_CHOICES), default=DEFAULT_CODEC, show_default=True,
-              help="Codec used to pack a checkpoint in memory (ignored for an artifact).")
+@codec_option
 @click.option("--codecs", "codec_list", default="all", show_default=True, metavar="all|none|CODEC,...",
               help="Codecs to compare (each encodes and decodes the whole artifact): lzma, zstd, zlib, brotli, "
                    "ans, raw.")
 @click.option("--what-if/--no-what-if", "with_what_if", default=True, show_default=True,
               help="Re-quantize attn, mlp and embed at int5..int8 and measure each (the slowest part on a "
                    "large model; checkpoints only).")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--plot", "plot_path", type=OUTPUT_FILE, default=None,
               help="Write a PNG: bytes by category against the budget, bytes per layer, code histograms.")
-@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--markdown", "markdown_path", type=OUTPUT_FILE, default=None,
               help="Write the report as markdown (linking the --plot PNG when given).")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress lines on stderr (each measuring step). Default: only when stderr is a terminal.")
+@progress_option
 @json_option
 @debug_option
 @guarded
@@ -73,9 +74,10 @@ def size_report_command(path: str, code_files: tuple[str, ...], budget: int, cod
                         clip: str | None, rules_path: str | None, codec: str, codec_list: str, with_what_if: bool,
                         plot_path: str | None, markdown_path: str | None, progress: bool | None,
                         as_json: bool) -> None:
-    """Where PATH's bytes go. PATH is an .akit artifact, or a checkpoint that is packed in
-    memory with --policy/--bits/--codec first (only a checkpoint gets the what-if table,
-    which needs the float weights).
+    """Where the bytes of an .akit ARTIFACT, or of a CHECKPOINT packed in memory exactly
+    as 'pack' writes it with the same --policy/--bits/--codec/--rules, go (only a
+    checkpoint gets the what-if table, which needs the float weights; --codec is
+    ignored for an artifact). Progress lines name each measuring step.
 
     Shows, measured by compressing (not estimated): bytes per category and per tensor
     with raw bytes and the empirical entropy of the int codes; every codec's size and
@@ -89,7 +91,7 @@ def size_report_command(path: str, code_files: tuple[str, ...], budget: int, cod
                               [path, rules_path, *code_files])
     compare = parse_codec_list(codec_list)
     progress_note = (lambda text: note(f"size-report: {text}")) if show_progress(progress) else None
-    data = Path(path).read_bytes()
+    data = read_input(path)
     model = float_state = None
     if data[:4] == MAGIC[:4]:
         reader = ArtifactReader(data, path)
@@ -102,20 +104,22 @@ def size_report_command(path: str, code_files: tuple[str, ...], budget: int, cod
         for message in loaded.notices:
             note(message)
         policy = build_policy(policy_name, bits, bits_for, clip)
-        model = quantize_state_dict(loaded.state_dict, policy, load_rules(rules_path))
+        packed_checkpoint = pack_checkpoint(loaded, policy, codec, load_rules(rules_path), parse_bits(bits))
+        for message in packed_checkpoint.notices:
+            note(message)
+        model = packed_checkpoint.packed.model
         guard = model.classification.guard_message()
         if guard:
             note(f"warning: {path}: {guard}")
-        packed = encode_artifact(model, codec)
-        reader = ArtifactReader(packed.data, path)
+        reader = ArtifactReader(packed_checkpoint.packed.data, path)
         float_state = loaded.state_dict if with_what_if else None
-        source_kind = f"checkpoint packed in memory, policy {policy.name}, codec {codec}"
+        source_kind = f"checkpoint packed in memory as 'pack' writes it, policy {model.policy.name}, codec {codec}"
     hint = loader_for_artifact(reader.header).size_bytes
     if count_loader:
         if loader_bytes:
             raise InputError("--count-loader and --loader-bytes: pass one of them")
         loader_bytes = hint
-    paths = list(code_files) or [str(p) for p in default_code_files()]
+    paths = code_paths(code_files)
     code = count_code(paths)
     report = build_report(reader, path, source_kind, code, code_rule, budget, loader_bytes, hint, compare,
                           model=model, float_state=float_state, code_paths=paths, progress=progress_note)

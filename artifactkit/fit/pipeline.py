@@ -63,6 +63,7 @@ from artifactkit.plan.banks import expand_banks
 from artifactkit.plan.classify import Classification, UserRules, classify_state_dict
 from artifactkit.plan.policy import Policy, default_policy
 from artifactkit.quantize.apply import QuantizedModel, quantize_state_dict
+from artifactkit.roundtrip.packing import checkpoint_meta
 from eval.runtime import resolve_device
 
 DEFAULT_CALIB_SEQS = 64
@@ -261,9 +262,7 @@ class _Packer:
     def __init__(self, setup: _Setup, groups: list[Group], options: FitOptions,
                  classification: Classification) -> None:
         checkpoint = setup.checkpoint
-        self.meta = {"arch": checkpoint.arch, "config": checkpoint.config, "step": checkpoint.step,
-                     "tokenizer_sha256": checkpoint.tokenizer_sha256, "source_kind": checkpoint.kind,
-                     "fit": {"damage_proxy": setup.damage_proxy, "seed": options.seed}}
+        self.meta = {**checkpoint_meta(checkpoint), "fit": {"damage_proxy": setup.damage_proxy, "seed": options.seed}}
         self.base = quantize_state_dict(checkpoint.state_dict, setup.policy, options.user_rules, self.meta)
         self.policy = replace(setup.policy, name=f"fit({setup.policy.name})")
         self.groups, self.codec, self.code_bytes = groups, options.codec, setup.code_bytes

@@ -22,10 +22,9 @@ Sections hold tensor data sequentially in header tensor order (`SECTION_TABLE`):
     fp32    float32 tensors, little-endian
     raw     non-float tensors in their own dtype, little-endian
 
-Readers check the magic, version, header size, payload length (no holes, no trailing
-bytes), the sha256, that every section's declared raw size equals what the tensor list
-implies, and decompress with that bound, so a hostile header cannot make us allocate
-more than the shapes it declares -- and those are capped too.
+Readers validate all of it before decoding (`artifactkit.format.validate`), then
+decompress each section bounded by its declared size, and the declared sizes are capped
+(`artifactkit.format.limits`), so a hostile header cannot make a reader allocate more.
 """
 
 from __future__ import annotations
@@ -65,8 +64,6 @@ FORMAT_VERSION = 1
 LOWRANK_FORMAT_VERSION = 2
 FORMAT_NAME = "akit/1"  # the header's format tag; the preamble's version says which sections follow
 PREAMBLE = struct.Struct("<8sHI")
-MAX_HEADER_BYTES = 64 << 20
-MAX_TOTAL_ELEMENTS = 1 << 34  # 16 G elements: far above any budgeted model, far below a bomb
 ANS_SIDE_CODECS = ("lzma", "zlib")  # for the sections that are not int codes, under `ans`
 DEFAULT_CODEC = "ans"  # measured smallest and fastest: reports/pack_benchmark.md
 # Sections whose elements are float16 and stored byte-split; the others are stored as is.
@@ -199,9 +196,3 @@ def pack_state_dict(state_dict: Mapping[str, torch.Tensor], policy: Policy | Non
 
 def write_artifact(path: str | Path, packed: PackedArtifact) -> Path:
     return atomic_write_bytes(path, packed.data)
-
-
-def require(condition: bool, where: str, cause: str) -> None:
-    """The reader's check: a failed one is an InputError naming the file and the fix."""
-    if not condition:
-        raise InputError(f"{where}: {cause}; the artifact is damaged or not an .akit file, re-create it with 'artifactkit pack'")

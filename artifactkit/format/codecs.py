@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import zstandard
 
 from artifactkit.errors import InputError
+from artifactkit.format.limits import LZMA_MEMLIMIT
 
 try:  # optional dependency: `pip install artifactkit[brotli]`
     import brotli
@@ -45,7 +46,8 @@ def _lzma_compress(data: bytes) -> bytes:
 
 
 def _lzma_decompress(data: bytes, limit: int) -> bytes:
-    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    # memlimit: an xz header may ask for a 1.5 GiB dictionary; ours use at most 64 MiB
+    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=LZMA_MEMLIMIT)
     out = decompressor.decompress(data, max_length=limit + 1)
     if not decompressor.eof and len(out) <= limit:
         raise CodecError("lzma stream is truncated")
@@ -143,7 +145,10 @@ def compress(name: str, data: bytes) -> bytes:
 
 def decompress(name: str, data: bytes, expected_size: int, where: str) -> bytes:
     """Decompress, never producing more than `expected_size` bytes; exact size required."""
-    codec = get_codec(name)
+    try:
+        codec = get_codec(name)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from exc
     try:
         out = codec.decompress_bounded(data, expected_size)
     except (CodecError, lzma.LZMAError, zlib.error, zstandard.ZstdError) as exc:

@@ -4,7 +4,9 @@ library (plus `zstandard` / `brotli` only when those codecs are included), that 
 
 Its bytes count against the budget when it is pasted into a training script, so the
 codec set is a parameter: each codec adds one dictionary entry (and an import), and
-`ans` adds the entropy decoder (`artifactkit.format.ans_decoder_src.DECODER_SOURCE`, verbatim).
+`ans` adds the entropy decoder (`artifactkit.format.ans_decoder_src.DECODER_SOURCE`,
+verbatim, standalone with its own imports). Every module is imported once: the loader's
+own import lines leave out what the decoder source already imports (-45 bytes).
 """
 
 from __future__ import annotations
@@ -65,20 +67,40 @@ class LoaderSource:
         return [module for codec, module in (("zstd", "zstandard"), ("brotli", "brotli")) if codec in self.codecs]
 
 
+def imported_modules(source: str) -> set[str]:
+    """Modules the leading `import a, b` / `import c as d` lines of `source` import."""
+    found: set[str] = set()
+    for line in source.splitlines():
+        if not line.startswith("import "):
+            break
+        found |= {part.split(" as ")[0].strip() for part in line.removeprefix("import ").split(",")}
+    return found
+
+
+def import_lines(chosen: tuple[str, ...], provided: set[str]) -> str:
+    """The loader's own imports: the body's modules and the codecs', less `provided`."""
+    codec_modules = [template.CODEC_SOURCES[name][0] for name in chosen if name in template.CODEC_SOURCES]
+    standard = sorted({*template.BODY_MODULES, *(m for m in codec_modules if m == "lzma")} - provided)
+    third_party = sorted({m for m in codec_modules if m and m != "lzma"} - provided)
+    lines = [f"import {', '.join(standard)}"] if standard else []
+    lines += [] if "numpy" in provided else ["import numpy as np"]
+    lines += ["import torch"] + [f"import {module}" for module in third_party]
+    return "\n".join(lines) + "\n"
+
+
 def build_loader(codecs: Iterable[str] | str | None = None, lowrank: bool = False) -> LoaderSource:
     """The loader's source text for these codecs (None: DEFAULT_CODECS); with `lowrank`,
     it also reads version-2 artifacts and applies their LQER corrections (+~0.9 KB)."""
     chosen = parse_codecs(codecs)
     general = [name for name in chosen if name in template.CODEC_SOURCES]
-    parts = [template.DOCSTRING.replace("{codecs}", "; codecs " + ", ".join(chosen)), template.IMPORTS]
-    parts += [template.CODEC_SOURCES[name][0] for name in general if template.CODEC_SOURCES[name][0]]
+    decoder = DECODER_SOURCE if "ans" in chosen else ""
+    parts = [template.DOCSTRING.replace("{codecs}", "; codecs " + ", ".join(chosen)),
+             import_lines(chosen, imported_modules(decoder)), decoder]
     parts.append("\n" + template.RAW_TABLE)
     parts.append(template.VERSIONS_LOWRANK if lowrank else template.VERSIONS_PLAIN)
+    parts.append(template.CONSTANTS)
     entries = ", ".join(f'"{name}": {template.CODEC_SOURCES[name][1]}' for name in general)
     parts.append(f"DECOMPRESS = {{{entries}}}\n")
-    if "ans" in chosen:
-        parts.append("\n\n# rANS decoder of the codes section (artifactkit.format.ans_decoder_src.DECODER_SOURCE)\n")
-        parts.append(DECODER_SOURCE)
     body = template.BODY.replace("{ans}", template.ANS_BRANCH if "ans" in chosen else "")
     body = body.replace("{lowrank_arrays}", template.LOWRANK_ARRAYS if lowrank else "")
     body = body.replace("{lowrank_branch}", template.LOWRANK_BRANCH if lowrank else "")

@@ -1,93 +1,50 @@
 """The `.akit` artifact format, reading side: one checked reader that every consumer
 uses (inspect, check, unpack, size-report, roundtrip-eval, fit's verification).
 
-Checks, before anything is decoded: the magic, version, header size, payload length (no
-holes, no trailing bytes), the sha256, that every section's declared raw size equals
-what the tensor list implies (`artifactkit.plan.schemes.section_bytes`), and the shapes'
-total. Sections are then decompressed with that bound, so a hostile header cannot make
-us allocate more than the shapes it declares -- and those are capped too.
-`iter_stored` walks the stored tensors in header order; everything else is built on it.
+Before anything is decoded, `artifactkit.format.validate` checks the whole structure:
+magic, version, header, unique names, bank records against the tensor list, known
+schemes / dtypes / codecs, that every section's declared raw size equals what the tensor
+list implies, stored sizes that add up to the payload, the sha256, and the caps in
+`artifactkit.format.limits`. Sections are then decompressed bounded by their declared
+size, so a hostile header cannot make us allocate more than the shapes it declares --
+and those are capped too. `validate()` decodes every section once (what `check` and
+`inspect` run, so they never pass a file that `unpack` rejects). `iter_stored` walks the
+stored tensors in header order; everything else is built on it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from artifactkit.errors import InputError
 from artifactkit.format import ans, codecs
-from artifactkit.format.akit import (
-    BYTE_SPLIT_SECTIONS,
-    FORMAT_NAME,
-    LOWRANK_FORMAT_VERSION,
-    MAGIC,
-    MAX_HEADER_BYTES,
-    MAX_TOTAL_ELEMENTS,
-    PREAMBLE,
-    byte_join,
-    require,
-)
+from artifactkit.format.akit import BYTE_SPLIT_SECTIONS, FORMAT_NAME, byte_join
+from artifactkit.format.validate import Span, check_ans_tables, check_header, parse_header, require
+from artifactkit.io import MAX_ARTIFACT_FILE_BYTES, read_bounded
 from artifactkit.plan.banks import BankRecord, restore_banks
 from artifactkit.plan.classify import Classification
 from artifactkit.plan.policy import Policy, Scheme
 from artifactkit.plan.schemes import (
     FLOAT_DTYPES,
-    FORMAT_VERSIONS,
     LOWRANK,
     RAW_DTYPES,
     SECTIONS,
     STORAGE,
     SchemeKind,
+    int_levels,
     numel_of,
-    parse_kind,
     scheme_label,
     section_bytes,
-    sections_of_version,
-    valid_bits,
-    valid_lowrank,
 )
 from artifactkit.quantize.apply import QuantEntry, QuantizedModel
 from artifactkit.quantize.intn import QuantizedTensor
 from artifactkit.quantize.lqer import LowRankFactors
-
-
-def _section_sizes(tensors: list[dict[str, Any]], where: str, version: int) -> dict[str, int]:
-    """Raw bytes each section must hold, computed from the tensor list alone."""
-    sizes = dict.fromkeys(SECTIONS, 0)
-    total = 0
-    for index, tensor in enumerate(tensors):
-        require(isinstance(tensor, dict) and isinstance(tensor.get("name"), str), where, f"tensor #{index} has no name")
-        shape = tensor.get("shape")
-        require(isinstance(shape, list) and all(isinstance(d, int) and 0 <= d < 2**40 for d in shape), where,
-                f"tensor {tensor['name']!r} has an invalid shape {shape!r}")
-        total += numel_of(shape)
-        require(total <= MAX_TOTAL_ELEMENTS, where, "the tensor shapes add up to an implausible size")
-        kind = parse_kind(tensor.get("scheme"))
-        require(kind is not None and kind is not SchemeKind.DROP, where,
-                f"tensor {tensor['name']!r} has an unknown scheme {tensor.get('scheme')!r}")
-        if kind is SchemeKind.INT:
-            require(valid_bits(tensor.get("bits")), where, f"tensor {tensor['name']!r} has an invalid int scheme")
-        if STORAGE[kind].needs_matrix:
-            require(len(shape) >= 2, where, f"tensor {tensor['name']!r} has an invalid int scheme")
-        if kind is SchemeKind.RAW:
-            require(tensor.get("dtype") in RAW_DTYPES, where, f"tensor {tensor['name']!r} has an unknown raw dtype")
-        else:
-            require(tensor.get("dtype") in FLOAT_DTYPES, where, f"tensor {tensor['name']!r} has an unknown dtype")
-        lowrank = tensor.get("lowrank")
-        if lowrank is not None:
-            require(version >= LOWRANK_FORMAT_VERSION and kind is SchemeKind.INT and valid_lowrank(lowrank, shape),
-                    where, f"tensor {tensor['name']!r} has an invalid low-rank record {lowrank!r}")
-        for section, size in section_bytes(kind, shape, tensor["dtype"], lowrank).items():
-            sizes[section] += size
-    return sizes
 
 
 @dataclass
@@ -147,53 +104,12 @@ class ArtifactReader:
     def __init__(self, data: bytes, where: str = "<bytes>") -> None:
         self.where = where
         self.data = data
-        require(len(data) >= PREAMBLE.size, where, f"file is {len(data)} bytes, shorter than the {PREAMBLE.size}-byte preamble")
-        magic, version, header_len = PREAMBLE.unpack_from(data)
-        if magic != MAGIC:
-            raise InputError(f"{where}: not an .akit artifact (bad magic {magic[:8]!r}); "
-                             "pass a file written by 'artifactkit pack' (legacy .ptz files are detected by content)")
-        if version not in FORMAT_VERSIONS:
-            raise InputError(f"{where}: artifact format version {version} is not supported (this artifactkit reads "
-                             f"versions {', '.join(map(str, FORMAT_VERSIONS))}); upgrade artifactkit")
-        self.version = int(version)
-        require(header_len <= MAX_HEADER_BYTES, where, f"header length {header_len} is implausible")
-        require(PREAMBLE.size + header_len <= len(data), where,
-                 f"header declares {header_len} bytes but the file ends first (truncated)")
-        block = data[PREAMBLE.size : PREAMBLE.size + header_len]
-        try:
-            decompressor = zlib.decompressobj()
-            text = decompressor.decompress(block, MAX_HEADER_BYTES * 4)
-            require(decompressor.eof, where, "header block is truncated")
-            header = json.loads(text)
-        except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"{where}: header is corrupt ({exc}); the file is damaged, re-create it") from exc
-        require(isinstance(header, dict) and header.get("format") == FORMAT_NAME, where, "header has no akit/1 format tag")
-        for key in ("tensors", "sections", "payload_bytes", "payload_sha256", "banks", "dropped", "policy"):
-            require(key in header, where, f"header lacks '{key}'")
-        self.header: dict[str, Any] = header
-        self.payload_offset = PREAMBLE.size + header_len
+        self.version, header, self.payload_offset = parse_header(data, where)
         payload = memoryview(data)[self.payload_offset :]
-        require(len(payload) == header["payload_bytes"], where,
-                 f"payload is {len(payload)} bytes but the header declares {header['payload_bytes']} "
-                 f"({'truncated' if len(payload) < header['payload_bytes'] else 'trailing bytes'})")
-        expected_raw = _section_sizes(header["tensors"], where, self.version)
-        sections = header["sections"]
-        require(isinstance(sections, list) and all(isinstance(s, dict) for s in sections)
-                and [s.get("name") for s in sections] == list(sections_of_version(self.version)), where,
-                "section table is malformed")
-        offset = 0
-        self.section_spans: dict[str, tuple[int, int, str, int]] = {}
-        for section in sections:
-            stored, raw = section.get("stored_bytes"), section.get("raw_bytes")
-            require(isinstance(stored, int) and stored >= 0 and isinstance(raw, int), where, "section sizes are malformed")
-            require(raw == expected_raw[section["name"]], where,
-                     f"section '{section['name']}' declares {raw} raw bytes but its tensors need "
-                     f"{expected_raw[section['name']]}")
-            self.section_spans[section["name"]] = (offset, stored, str(section.get("codec")), raw)
-            offset += stored
-        require(offset == len(payload), where, "section sizes do not add up to the payload size")
+        self.section_spans: dict[str, Span] = check_header(header, self.version, len(payload), where)
         digest = hashlib.sha256(payload).hexdigest()
         require(digest == header["payload_sha256"], where, "payload sha256 does not match the header (corrupted bytes)")
+        self.header = header
         self.tensors = [ArtifactTensor(t["name"], str(t.get("category", "other")), SchemeKind(t["scheme"]),
                                        t.get("bits"), tuple(t["shape"]), t["dtype"], t.get("clip"), t.get("lowrank"))
                         for t in header["tensors"]]
@@ -230,20 +146,40 @@ class ArtifactReader:
 
     # -- sections
     def section(self, name: str) -> bytes:
+        """A section's raw stream, decoded (bounded by its declared size) on first use."""
         if name not in self._decoded:
             offset, stored, codec, raw = self.section_spans[name]
             start = self.payload_offset + offset
             blob = self.data[start : start + stored]
             if codec == "ans":
+                check_ans_tables(blob, f"{self.where} [{name}]")
                 try:
-                    self._decoded[name] = self._decode_ans(blob)
+                    decoded = self._decode_ans(blob)
                 except InputError as exc:
                     raise InputError(f"{self.where}: {exc}") from exc
+                require(len(decoded) == raw, self.where, f"section '{name}' decodes to {len(decoded):,} bytes, not {raw:,}")
+                self._decoded[name] = decoded
             elif raw == 0 and stored == 0:
                 self._decoded[name] = b""
             else:
                 self._decoded[name] = codecs.decompress(codec, blob, raw, f"{self.where} [{name}]")
         return self._decoded[name]
+
+    def validate(self) -> ArtifactReader:
+        """Decode every section (each bounded by its declared size) and check the int
+        codes lie within their bit width: after this, `state_dict()` cannot fail on
+        the file's content. What `inspect` and `check` run, so OK means "loads"."""
+        for name in self.section_spans:
+            self.section(name)
+        if self.section_spans["codes"].codec != "ans":  # the rANS decoder checks its own range
+            codes, position = self._section_array("codes"), 0
+            for tensor in self._int_tensors():
+                chunk = codes[position : position + tensor.numel]
+                position += tensor.numel
+                levels = int_levels(int(tensor.bits))
+                require(not chunk.size or -levels <= int(chunk.min()) <= int(chunk.max()) <= levels, self.where,
+                        f"tensor {tensor.name!r} has codes outside the int{tensor.bits} range ±{levels}")
+        return self
 
     def _int_tensors(self) -> list[ArtifactTensor]:
         return [t for t in self.tensors if t.is_int]
@@ -340,11 +276,9 @@ class ArtifactReader:
 
 
 def read_artifact(source: str | Path | bytes) -> ArtifactReader:
+    """A validated reader over bytes or a file (read bounded: MAX_ARTIFACT_FILE_BYTES):
+    structure checked and every section decoded once (`validate`), so what it returns loads."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return ArtifactReader(bytes(source))
-    path = Path(source)
-    if not path.exists():
-        raise InputError(f"{path}: no such file; check the path")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory; pass the .akit file")
-    return ArtifactReader(path.read_bytes(), str(path))
+        return ArtifactReader(bytes(source)).validate()
+    data = read_bounded(source, MAX_ARTIFACT_FILE_BYTES, "an .akit artifact")
+    return ArtifactReader(data, str(source)).validate()

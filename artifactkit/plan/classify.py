@@ -15,7 +15,15 @@ from pathlib import Path
 import torch
 
 from artifactkit.errors import InputError
+from artifactkit.io import MAX_TEXT_FILE_BYTES, read_bounded
 from artifactkit.plan.rules import SMALL_TENSOR_THRESHOLD, Rule, match_builtin, validate_category
+
+
+def _toml_kind(value: object) -> str:
+    """What a TOML value is, in TOML's words ("a number", "a table", ...)."""
+    kinds = ((bool, "a boolean"), (int, "a number"), (float, "a number"), (str, "a string"), (list, "an array"),
+             (dict, "a table"))
+    return next((word for kind, word in kinds if isinstance(value, kind)), "a date or time")
 
 
 @dataclass(frozen=True)
@@ -38,28 +46,45 @@ class UserRules:
     @classmethod
     def load(cls, path: str | Path) -> UserRules:
         path = Path(path)
+        fix = "see 'artifactkit classify --help' for the format"
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise InputError(f"{path}: no such rules file; check the --rules path") from exc
+            data = tomllib.loads(read_bounded(path, MAX_TEXT_FILE_BYTES, "a rules file").decode("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: not valid TOML ({exc}); see 'artifactkit classify --help' for the format") from exc
+            raise InputError(f"{path}: not valid TOML ({exc}); {fix}") from exc
+        except RecursionError as exc:
+            raise InputError(f"{path}: not a rules file (values nest deeper than TOML can be parsed); {fix}") from exc
         unknown = set(data) - {"exact", "rule"}
         if unknown:
             raise InputError(f"{path}: unknown section(s) {sorted(unknown)}; use [exact] and [[rule]]")
+        exact_table = data.get("exact", {})
+        if not isinstance(exact_table, dict):
+            raise InputError(f"{path}: 'exact' is {_toml_kind(exact_table)}, not a table of "
+                             '"tensor name" = "category" lines; write it as [exact] followed by those lines')
         exact = {}
-        for name, category in (data.get("exact") or {}).items():
-            exact[str(name)] = validate_category(str(category), f"{path} [exact] {name}")
+        for name, category in exact_table.items():
+            if not isinstance(category, str):
+                raise InputError(f"{path} [exact] {name}: the category is {_toml_kind(category)}, not a string; "
+                                 'write "NAME" = "attn" (or another category in quotes)')
+            exact[str(name)] = validate_category(category, f"{path} [exact] {name}")
+        rule_list = data.get("rule", [])
+        if not isinstance(rule_list, list):
+            raise InputError(f"{path}: 'rule' is {_toml_kind(rule_list)}, not an array of tables; write each rule "
+                             "as a [[rule]] block with regex = '...' and category = '...'")
         regex_rules = []
-        for index, entry in enumerate(data.get("rule") or []):
+        for index, entry in enumerate(rule_list):
             where = f"{path} [[rule]] #{index + 1}"
             if not isinstance(entry, dict) or "regex" not in entry or "category" not in entry:
                 raise InputError(f"{where}: each [[rule]] needs 'regex' and 'category'; add the missing key")
+            wrong = [key for key in ("regex", "category", "reason") if key in entry and not isinstance(entry[key], str)]
+            if wrong:
+                raise InputError(f"{where}: '{wrong[0]}' is {_toml_kind(entry[wrong[0]])}, not a string; "
+                                 "put it in quotes")
             try:
                 re.compile(entry["regex"])
-            except re.error as exc:
-                raise InputError(f"{where}: bad regular expression {entry['regex']!r} ({exc}); fix the pattern") from exc
-            regex_rules.append(Rule(entry["regex"], validate_category(str(entry["category"]), where),
+            except (re.error, RecursionError, OverflowError) as exc:
+                raise InputError(f"{where}: bad regular expression {entry['regex'][:80]!r} ({exc}); "
+                                 "fix the pattern") from exc
+            regex_rules.append(Rule(entry["regex"], validate_category(entry["category"], where),
                                     str(entry.get("reason", f"user rule from {path.name}"))))
         return cls(exact=exact, regex=tuple(regex_rules), source=str(path))
 

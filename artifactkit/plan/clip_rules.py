@@ -9,6 +9,14 @@ so a policy and the artifact header can name it; `artifactkit.quantize.intn` app
 | `percentile:0.9999984`   | a fixed per-row percentile of abs(w) (public baseline's int8)   |
 | `std:12.5`               | k times the row's standard deviation (SDClip)                   |
 | `mse`                    | per row, the MSE-best of k*std for 20 k from 2 to 20, or max    |
+| `seed`                   | the seed's int6 rule exactly: ONE of those percentiles per       |
+|                          | tensor (row-wise quantiles), by whole-tensor MSE; scale floored  |
+|                          | at 1/levels                                                      |
+| `seed:0.9999984`         | the seed's int8 rule exactly: that per-row percentile, weights   |
+|                          | clamped to it, scale floored at 1/levels                         |
+
+`percentile` is our refinement of the seed's search (the best percentile per row, no
+floor); `seed` reproduces the seed's packer for `--policy seed`.
 """
 
 from __future__ import annotations
@@ -27,8 +35,10 @@ RULE_KINDS = {
     "percentile": "without a value: per-row MSE-best of the seed percentiles; with q in (0, 1]: that percentile",
     "std": "k > 0: clip at k times the row's standard deviation",
     "mse": "no value: per-row MSE-best of k*std (k = 2..20, 20 values) and max|w|",
+    "seed": "no value: the seed's int6 rule (one percentile per tensor, scale >= 1/levels); "
+            "with q in (0, 1]: the seed's int8 rule (that percentile, weights clamped, scale >= 1/levels)",
 }
-RULE_SYNTAX = "use 'percentile', 'percentile:Q' with 0 < Q <= 1, 'std:K' with K > 0, or 'mse'"
+RULE_SYNTAX = "use 'percentile', 'percentile:Q' with 0 < Q <= 1, 'std:K' with K > 0, 'mse', 'seed' or 'seed:Q'"
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,7 @@ class ClipRule:
             raise InputError(f"clip rule {self!s}: 'mse' takes no value; {RULE_SYNTAX}")
         if self.kind == "std" and (self.value is None or not self.value > 0 or self.value == float("inf")):
             raise InputError(f"clip rule {self!s}: std multiple must be a finite number > 0; {RULE_SYNTAX}")
-        if self.kind == "percentile" and self.value is not None and not 0.0 < self.value <= 1.0:
+        if self.kind in ("percentile", "seed") and self.value is not None and not 0.0 < self.value <= 1.0:
             raise InputError(f"clip rule {self!s}: percentile must lie in (0, 1]; {RULE_SYNTAX}")
 
     def __str__(self) -> str:

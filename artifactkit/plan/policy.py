@@ -10,6 +10,10 @@ header, so every artifact says exactly how it was made. Decision order for one t
   4. category `control`                       -> fp32
   5. small (<= threshold elements) or 1-D     -> fp16
   6. the category's scheme (attn, mlp, embed, other)
+
+A policy with `small_first` (the seed's packer) checks 5 before 4 and by element count
+only: every small tensor ships fp16, controls included, and only large controls stay
+fp32.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from artifactkit.plan.rules import SMALL_TENSOR_THRESHOLD
 from artifactkit.plan.schemes import SchemeKind, check_bits, scheme_label, stored_bits
 
 POLICY_VERSION = 1
+# The seed's CTRL_PATS: substrings that keep a (large) tensor fp32 in its packer.
+SEED_CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "skip_weight", "q_gain", "bigram.scale", "smear")
 QUANTIZED_CATEGORIES = ("attn", "mlp", "embed", "other")
 # int8 keeps the public baseline's fixed percentile; narrower widths search per row.
 DEFAULT_CLIP_BY_BITS = {8: "percentile:0.9999984"}
@@ -81,6 +87,8 @@ class Policy:
     clip_for: Mapping[str, str] = field(default_factory=dict)  # category -> clip rule text
     small_threshold: int = SMALL_TENSOR_THRESHOLD
     version: int = POLICY_VERSION
+    small_first: bool = False  # the seed's order: size before the control rule (see the module docstring)
+    control_patterns: tuple[str, ...] = ()  # name substrings that also count as control (the seed's CTRL_PATS)
 
     def scheme_for(self, name: str, category: str, tensor: torch.Tensor) -> tuple[Scheme, str]:
         """(scheme, reason) for one expanded tensor."""
@@ -92,7 +100,9 @@ class Policy:
                 return int_scheme(bits, self.clip_for.get(category)), f"--bits-for {pattern}={bits}"
         if not tensor.is_floating_point():
             return RAW, "not a floating-point tensor: stored as is"
-        if category == "control":
+        if self.small_first and tensor.numel() <= self.small_threshold:
+            return FP16, f"small tensor (<= {self.small_threshold:,} elements, checked before the control rule): fp16"
+        if category == "control" or any(pattern in name for pattern in self.control_patterns):
             return FP32, "control tensors stay fp32"
         if tensor.numel() <= self.small_threshold or tensor.dim() < 2:
             return FP16, f"small tensor (<= {self.small_threshold:,} elements or 1-D): fp16"
@@ -135,7 +145,7 @@ class Policy:
         return replace(self, clip_for=merged, category_schemes=schemes)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "version": self.version,
             "categories": {c: s.to_json() for c, s in self.category_schemes.items()},
@@ -143,6 +153,11 @@ class Policy:
             "clip_for": dict(self.clip_for),
             "small_threshold": self.small_threshold,
         }
+        if self.small_first:  # only when set, so every other policy's header is unchanged
+            out["small_first"] = True
+        if self.control_patterns:
+            out["control_patterns"] = list(self.control_patterns)
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Policy:
@@ -150,7 +165,9 @@ class Policy:
             raise InputError(f"policy version {data.get('version')!r} is not {POLICY_VERSION}; upgrade artifactkit")
         schemes = {c: Scheme(s["kind"], s.get("bits"), s.get("clip")) for c, s in data["categories"].items()}
         return cls(str(data["name"]), schemes, tuple((p, int(b)) for p, b in data.get("bits_for", [])),
-                   dict(data.get("clip_for", {})), int(data.get("small_threshold", SMALL_TENSOR_THRESHOLD)))
+                   dict(data.get("clip_for", {})), int(data.get("small_threshold", SMALL_TENSOR_THRESHOLD)),
+                   small_first=bool(data.get("small_first", False)),
+                   control_patterns=tuple(str(p) for p in data.get("control_patterns", ())))
 
 
 def _uniform(name: str, scheme: Scheme) -> Policy:
@@ -161,6 +178,17 @@ NAMED_POLICIES: dict[str, Policy] = {
     "int6-mixed": Policy(
         "int6-mixed",
         {"attn": int_scheme(6), "mlp": int_scheme(6), "embed": int_scheme(8), "other": int_scheme(8)},
+    ),
+    # The seed's packer (`mq6` in its train_gpt.py), reproduced: attn + mlp int6 with ONE
+    # percentile per tensor and the scale floored at 1/31; embed and other int8 at the
+    # 0.9999984 row percentile (weights clamped, scale floored at 1/127); every tensor of
+    # <= 65,536 elements fp16 before the control rule, large controls fp32.
+    "seed": Policy(
+        "seed",
+        {"attn": int_scheme(6, "seed"), "mlp": int_scheme(6, "seed"), "embed": int_scheme(8, "seed:0.9999984"),
+         "other": int_scheme(8, "seed:0.9999984")},
+        small_first=True,
+        control_patterns=SEED_CONTROL_PATTERNS,
     ),
     "int8": _uniform("int8", int_scheme(8)),
     "fp16": _uniform("fp16", FP16),

@@ -30,7 +30,6 @@ class SchemeKind(StrEnum):
 
 
 MIN_BITS, MAX_BITS = 2, 8
-INT_BITS = tuple(range(MIN_BITS, MAX_BITS + 1))
 
 
 def int_levels(bits: int) -> int:

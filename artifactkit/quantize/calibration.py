@@ -34,7 +34,7 @@ class _SamplingEstimate:
     cannot overstate the time left (later batches are not even counted): no false
     alarms, and the bound tightens as sampling goes on."""
 
-    def __init__(self, num_seqs: int, seq_len: int, batch_size: int, progress: Callable[[str], None] | None,
+    def __init__(self, num_seqs: int, seq_len: int, progress: Callable[[str], None] | None,
                  every_s: float, warn: Callable[[str], None] | None) -> None:
         self.total = num_seqs * seq_len * (seq_len - 1) / 2
         self.done = 0.0
@@ -166,7 +166,7 @@ def self_generated(
     was_training = model.training
     model.eval()
     batches = []
-    eta = _SamplingEstimate(num_seqs, seq_len, batch_size, progress, progress_every_s, warn)
+    eta = _SamplingEstimate(num_seqs, seq_len, progress, progress_every_s, warn)
     try:
         with torch.no_grad():
             for start in range(0, num_seqs, batch_size):

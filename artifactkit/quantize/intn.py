@@ -156,6 +156,8 @@ def row_clip(weight2d: torch.Tensor, bits: int, rule: ClipRule) -> torch.Tensor:
         return torch.zeros(rows, dtype=torch.float32, device=weight32.device)
     magnitude = weight32.abs()
     row_max = magnitude.amax(dim=1)
+    if rule.kind == "seed":
+        return _seed_clip(weight32, bits, rule)
     if rule.kind == "percentile":
         quantiles = [rule.value] if rule.value is not None else [q for q in SEED_PERCENTILES if q < 1.0]
         tail, start = _sorted_tail(magnitude, quantiles)
@@ -174,11 +176,39 @@ def row_clip(weight2d: torch.Tensor, bits: int, rule: ClipRule) -> torch.Tensor:
     return torch.where((clip > 0) | (row_max == 0), clip, row_max)
 
 
+def _seed_clip(weight32: torch.Tensor, bits: int, rule: ClipRule) -> torch.Tensor:
+    """The seed's packer (`q6_row` / `qf_tensor` in its train_gpt.py): row-wise quantiles,
+    scale = max(clip, 1) / levels -- a floor of 1/levels, expressed as a clip floor of 1.
+    Without a value, ONE percentile for the whole tensor: the first of SEED_PERCENTILES
+    whose quantized tensor has the least mean squared error, computed as the seed does."""
+    cols = weight32.shape[1]
+    magnitude = weight32.abs()
+    if rule.value is not None:
+        tail, start = _sorted_tail(magnitude, [rule.value])
+        return _percentiles(tail, start, cols, rule.value).clamp_min(1.0)
+    tail, start = _sorted_tail(magnitude, [q for q in SEED_PERCENTILES if q < 1.0])
+    best_clip, best_error = None, float("inf")
+    for quantile in SEED_PERCENTILES:
+        clip = (_percentiles(tail, start, cols, quantile) if quantile < 1.0 else magnitude.amax(dim=1)).clamp_min(1.0)
+        scale = scales_from_clip(clip, bits).float()[:, None]
+        codes = torch.clamp(torch.round(weight32 / scale), -int_levels(bits), int_levels(bits))
+        error = (weight32 - codes * scale).pow(2).mean().item()
+        if error < best_error:
+            best_clip, best_error = clip, error
+    return best_clip
+
+
 def quantize(tensor: torch.Tensor, bits: int, clip: ClipRule | str) -> QuantizedTensor:
     """Round-to-nearest per-row intN of an N-D float tensor (N >= 2) under a clip rule."""
     rule = parse_clip_rule(clip) if isinstance(clip, str) else clip
     weight = as_rows(tensor)
-    codes, scales = quantize_with_clip(weight, bits, row_clip(weight, bits, rule))
+    clips = row_clip(weight, bits, rule)
+    if rule.kind == "seed" and rule.value is not None:
+        # the seed's int8 path clamps the weights at the (unfloored) percentile before rounding
+        tail, start = _sorted_tail(weight.abs(), [rule.value])
+        percentile = _percentiles(tail, start, weight.shape[1], rule.value)[:, None]
+        weight = torch.maximum(torch.minimum(weight, percentile), -percentile)
+    codes, scales = quantize_with_clip(weight, bits, clips)
     return QuantizedTensor(codes, scales, bits, tuple(tensor.shape))
 
 

@@ -1,6 +1,8 @@
 """A/B report of two training runs: their JSON-lines logs (from `train`), optionally their
 artifacts and roundtrip-eval JSON, turned into one markdown table and one PNG of loss
-and val_bpb against wall clock. Reads only what the logs say; computes nothing new.
+and val_bpb against wall clock. Reads what the logs say and computes nothing new, except
+the number of validation tokens the trainer scored (from `run.json` beside the log and
+the shard headers), so the report can say which tokens each val_bpb row was measured on.
 
 Log rows (one JSON object per line): training rows carry `step`, `loss`, `elapsed_s`
 and `step_ms`; validation rows add `val_loss` / `val_bpb`; the last row may be
@@ -9,14 +11,18 @@ and `step_ms`; validation rows add `val_loss` / `val_bpb`; the last row may be
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from artifactkit.errors import InputError
 from artifactkit.io import atomic_write_text
+from eval.shards import ShardError, load_tokens
+
+RUN_INFO_NAME = "run.json"  # written by `python -m train` beside log.jsonl
 
 
 @dataclass
@@ -36,6 +42,38 @@ class RunLog:
         return [r for r in self.rows if "val_bpb" in r and "elapsed_s" in r]
 
 
+@dataclass(frozen=True)
+class TokenSet:
+    """Which tokens a val_bpb was measured on: `scored` targets from the first
+    `scored + 1` tokens of `source`, in `window`; `digest` (sha256 of those token ids)
+    tells two token sets apart when their files differ."""
+
+    scored: int
+    source: str
+    window: str
+    digest: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.scored:,} tokens of {self.source} ({self.window})"
+
+    def same_as(self, other: TokenSet) -> bool:
+        if self.digest and other.digest:
+            return (self.scored, self.window, self.digest) == (other.scored, other.window, other.digest)
+        return (self.scored, self.window, self.source) == (other.scored, other.window, other.source)
+
+
+def token_digest(source: str, scored: int) -> str | None:
+    """sha256 of the first `scored + 1` token ids of the shards `source` (None when
+    they cannot be read, e.g. a relative glob from another working directory)."""
+    try:
+        tokens = load_tokens(source)
+    except ShardError:
+        return None
+    if tokens.size < scored + 1:
+        return None
+    return hashlib.sha256(tokens[: scored + 1].astype("<u2").tobytes()).hexdigest()
+
+
 @dataclass
 class RunSummary:
     label: str
@@ -46,16 +84,18 @@ class RunSummary:
     tokens_per_s_median: float | None
     final_loss: float | None
     val_bpb: float | None  # last validation row (the final one when the log has it)
-    val_weights: str | None
+    val_weights: str | None  # "ema", "swa(N)", "raw"; "training" when the row does not say
     best_val_bpb: float | None
+    val_tokens: TokenSet | None = None  # what the trainer's validation scored (from run.json); None: unknown
     roundtrip_float_bpb: float | None = None  # the float model on the roundtrip's tokens
     roundtrip_bpb: float | None = None
     roundtrip_delta: float | None = None
+    roundtrip_tokens: TokenSet | None = None
     artifact_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return asdict(self)
 
 
 def read_log(path: str | Path, label: str) -> RunLog:
@@ -102,6 +142,26 @@ def read_roundtrip(path: str | Path) -> dict[str, Any]:
     return document
 
 
+def trainer_validation(log_path: str | Path) -> tuple[TokenSet | None, str | None]:
+    """(the tokens the trainer's validation scored, why unknown) from the run.json beside
+    the log: the first `val_tokens` + 1 tokens of `val_glob` (all when 0), in standard
+    windows of `seq_len`, as `train.loop` evaluates them."""
+    info_path = Path(log_path).with_name(RUN_INFO_NAME)
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        config = info["train_config"]
+        val_glob, seq_len, limit = str(info["val_glob"]), int(config["seq_len"]), int(config.get("val_tokens") or 0)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None, f"no readable {RUN_INFO_NAME} beside the log"
+    try:
+        available = int(load_tokens(val_glob).size)
+    except ShardError as exc:
+        return None, f"the shards of {val_glob} cannot be read ({exc})"
+    used = min(available, limit + 1) if limit else available
+    scored = (used - 1) // seq_len * seq_len if used > 1 and seq_len > 0 else 0
+    return TokenSet(scored, val_glob, f"standard, seq_len {seq_len:,}", token_digest(val_glob, scored)), None
+
+
 def summarize(log: RunLog, artifact: str | Path | None = None, roundtrip: str | Path | None = None) -> RunSummary:
     train = log.train_rows
     step_ms = [v for v in (_number(r.get("step_ms")) for r in train[1:] or train) if v is not None]
@@ -116,9 +176,13 @@ def summarize(log: RunLog, artifact: str | Path | None = None, roundtrip: str | 
         tokens_per_s_median=statistics.median(rates) if rates else None,
         final_loss=_number(train[-1].get("loss")),
         val_bpb=_number(last_val["val_bpb"]) if last_val else None,
-        val_weights=str(last_val.get("weights", "live")) if last_val else None,
+        val_weights=str(last_val.get("weights", "training")) if last_val else None,
         best_val_bpb=min(float(r["val_bpb"]) for r in vals) if vals else None,
     )
+    if vals:
+        summary.val_tokens, unknown = trainer_validation(log.path)
+        if unknown:
+            summary.notes.append(f"trainer's validation tokens unknown: {unknown}")
     if artifact is not None:
         summary.artifact_bytes = Path(artifact).stat().st_size
     if roundtrip is not None:
@@ -126,9 +190,14 @@ def summarize(log: RunLog, artifact: str | Path | None = None, roundtrip: str | 
         summary.roundtrip_bpb = float(document["val_bpb_q"])
         summary.roundtrip_float_bpb = _number(document.get("val_bpb_fp"))
         summary.roundtrip_delta = _number(document.get("delta_bpb"))
-        tokens = document.get("tokens")
-        summary.notes.append(f"roundtrip: {document.get('artifact', '?')}, {tokens:,} tokens" if isinstance(tokens, int)
-                             else f"roundtrip: {roundtrip}")
+        tokens, seq_len, stride = document.get("tokens"), document.get("seq_len"), document.get("stride")
+        if isinstance(tokens, int) and isinstance(seq_len, int) and isinstance(document.get("val"), str):
+            window = f"{document.get('mode', 'standard')}, seq_len {seq_len:,}"
+            window += f", stride {stride:,}" if isinstance(stride, int) else ""
+            summary.roundtrip_tokens = TokenSet(tokens, document["val"], window, token_digest(document["val"], tokens))
+        else:
+            summary.notes.append(f"roundtrip-eval's tokens unknown: {roundtrip} lacks tokens / seq_len / val")
+        summary.notes.append(f"roundtrip: {document.get('artifact', roundtrip)}")
     return summary
 
 
@@ -140,6 +209,17 @@ def _delta(a: float | int | None, b: float | int | None, spec: str) -> str:
     return "-" if a is None or b is None else format(b - a, "+" + spec)
 
 
+def _scored(tokens: TokenSet | None) -> int | None:
+    return None if tokens is None else tokens.scored
+
+
+def _weights_text(a: RunSummary, b: RunSummary) -> str:
+    """Which weights the last validation row scored, e.g. 'ema weights' or 'A ema, B raw weights'."""
+    if a.val_weights == b.val_weights:
+        return f"{a.val_weights or '-'} weights"
+    return f"A {a.val_weights or '-'}, B {b.val_weights or '-'} weights"
+
+
 def ab_rows(a: RunSummary, b: RunSummary) -> list[tuple[str, str, str, str]]:
     specs = [
         ("steps", a.steps, b.steps, ",d"),
@@ -147,14 +227,44 @@ def ab_rows(a: RunSummary, b: RunSummary) -> list[tuple[str, str, str, str]]:
         ("step time, median (ms)", a.step_ms_median, b.step_ms_median, ".1f"),
         ("tokens/s, median", a.tokens_per_s_median, b.tokens_per_s_median, ",.0f"),
         ("final training loss", a.final_loss, b.final_loss, ".4f"),
-        (f"val_bpb live ({a.val_weights or '-'} / {b.val_weights or '-'} weights)", a.val_bpb, b.val_bpb, ".4f"),
-        ("best val_bpb in the log", a.best_val_bpb, b.best_val_bpb, ".4f"),
-        ("val_bpb float, roundtrip tokens", a.roundtrip_float_bpb, b.roundtrip_float_bpb, ".4f"),
-        ("val_bpb after roundtrip", a.roundtrip_bpb, b.roundtrip_bpb, ".4f"),
-        ("roundtrip delta_bpb", a.roundtrip_delta, b.roundtrip_delta, "+.4f"),
+        ("trainer's validation: tokens scored", _scored(a.val_tokens), _scored(b.val_tokens), ",d"),
+        (f"trainer's validation: val_bpb at the end ({_weights_text(a, b)})", a.val_bpb, b.val_bpb, ".4f"),
+        ("trainer's validation: best val_bpb in the log", a.best_val_bpb, b.best_val_bpb, ".4f"),
+        ("roundtrip-eval: tokens scored", _scored(a.roundtrip_tokens), _scored(b.roundtrip_tokens), ",d"),
+        ("roundtrip-eval: val_bpb float", a.roundtrip_float_bpb, b.roundtrip_float_bpb, ".4f"),
+        ("roundtrip-eval: val_bpb after roundtrip", a.roundtrip_bpb, b.roundtrip_bpb, ".4f"),
+        ("roundtrip-eval: delta_bpb", a.roundtrip_delta, b.roundtrip_delta, "+.4f"),
         ("artifact bytes", a.artifact_bytes, b.artifact_bytes, ",d"),
     ]
     return [(name, _fmt(x, spec), _fmt(y, spec), _delta(x, y, spec.lstrip("+"))) for name, x, y, spec in specs]
+
+
+def token_sets_text(a: RunSummary, b: RunSummary) -> str:
+    """Which tokens each group of val_bpb rows was measured on, and which rows compare."""
+    groups = {"trainer's validation": [(a, a.val_tokens, a.val_bpb), (b, b.val_tokens, b.val_bpb)],
+              "roundtrip-eval": [(a, a.roundtrip_tokens, a.roundtrip_bpb), (b, b.roundtrip_tokens, b.roundtrip_bpb)]}
+    lines = []
+    measured: dict[str, list[TokenSet]] = {}
+    for group, runs in groups.items():
+        for summary, tokens, value in runs:
+            if value is None:
+                continue
+            lines.append(f"- {group}, {summary.label}: "
+                         + (tokens.describe() if tokens else "tokens not recorded"))
+            if tokens:
+                measured.setdefault(group, []).append(tokens)
+    if not lines:
+        return "No val_bpb rows."
+    verdicts = []
+    for group, sets in measured.items():
+        if len(sets) == 2:
+            verdicts.append(f"{group}: A and B {'were' if sets[0].same_as(sets[1]) else 'were NOT'} measured on "
+                            "the same tokens and window.")
+    across = [t for sets in measured.values() for t in sets]
+    if len(measured) == 2 and not all(across[0].same_as(t) for t in across[1:]):
+        verdicts.append("The trainer's rows and the roundtrip-eval rows were measured on different tokens or "
+                        "windows: compare within a group (A with B), never a trainer row with a roundtrip-eval row.")
+    return "\n".join(["Tokens each val_bpb was measured on:", *lines, "", *verdicts])
 
 
 def ab_markdown(a: RunSummary, b: RunSummary, title: str, plot_name: str) -> str:
@@ -162,10 +272,12 @@ def ab_markdown(a: RunSummary, b: RunSummary, title: str, plot_name: str) -> str
              f"| | {a.label} | {b.label} | B - A |", "|---|---:|---:|---:|"]
     lines += [f"| {name} | {x} | {y} | {d} |" for name, x, y, d in ab_rows(a, b)]
     lines += ["", f"![loss and val_bpb vs wall clock]({plot_name})", "",
+              token_sets_text(a, b), "",
+              "The trainer's val_bpb at the end is the last validation row of each log, on the weights it names "
+              "(the averaged weights the checkpoint holds when the log marks them). "
               "Step time and tokens/s are medians over logged steps after the first (compilation / warm-up). "
-              "val_bpb live is the last validation row of each log (the final weights when the log marks them); "
-              "the roundtrip rows come from roundtrip-eval, whose tokens and window may differ from the "
-              "trainer's validation, so compare them with each other, not with val_bpb live. "
+              "The plot's training loss is smoothed (an exponential moving average; the raw logged values are "
+              "drawn faintly behind it). "
               "Wall clock is the trainer's own elapsed_s; runs on a shared machine are only comparable when they "
               "ran under the same load."]
     notes = [f"- {s.label}: {n}" for s in (a, b) for n in s.notes]

@@ -110,18 +110,45 @@ def size_report_figure(report: SizeReport, path: str | Path) -> Path:
     return save_figure(figure, path)
 
 
+# Training loss is noisy step to step; the plot draws an exponential moving average over
+# about this fraction of the logged points (at least 2), with the raw values faint behind.
+SMOOTHING_FRACTION = 0.05
+
+
+def smoothed(values: Sequence[float], span: int) -> np.ndarray:
+    """Exponential moving average with span `span` (alpha = 2 / (span + 1)), bias-corrected
+    at the start like TensorBoard's, so the first points are not pulled towards 0."""
+    alpha = 2.0 / (max(1, span) + 1)
+    out = np.empty(len(values))
+    average, weight = 0.0, 0.0
+    for index, value in enumerate(values):
+        average = (1 - alpha) * average + alpha * float(value)
+        weight = (1 - alpha) * weight + alpha
+        out[index] = average / weight
+    return out
+
+
+def loss_span(points: int) -> int:
+    return max(2, round(points * SMOOTHING_FRACTION))
+
+
 def loss_curves_figure(series: Sequence[tuple[str, Sequence[float], Sequence[float], Sequence[float],
                                                Sequence[float]]], path: str | Path, title: str) -> Path:
     """series: (label, train elapsed_s, train loss, val elapsed_s, val_bpb) per run."""
     figure, (loss_axis, bpb_axis) = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
+    spans = []
     for index, (label, times, losses, val_times, val_bpb) in enumerate(series):
         color = plt.get_cmap("tab10")(index)
-        loss_axis.plot(times, losses, color=color, label=label, linewidth=1.2)
+        span = loss_span(len(losses))
+        spans.append(span)
+        loss_axis.plot(times, losses, color=color, alpha=0.25, linewidth=0.8)
+        loss_axis.plot(times, smoothed(losses, span), color=color, label=f"{label} (EMA, span {span} logged steps)",
+                       linewidth=1.8)
         if val_times:
             bpb_axis.plot(val_times, val_bpb, color=color, marker="o", label=label)
     loss_axis.set_xlabel("wall clock (s)")
     loss_axis.set_ylabel("training loss (nats/token)")
-    loss_axis.set_title("Training loss vs wall clock")
+    loss_axis.set_title("Training loss vs wall clock (smoothed; raw values faint)")
     loss_axis.legend()
     bpb_axis.set_xlabel("wall clock (s)")
     bpb_axis.set_ylabel("val_bpb (bits/byte)")

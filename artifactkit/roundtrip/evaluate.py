@@ -1,9 +1,11 @@
 """Roundtrip evaluation: val_bpb of the float checkpoint and of the dequantized artifact
 on the very same tokens, and the difference (what quantization cost).
 
-The artifact is either a file (`--artifact`) or packed in memory with the default
-policy. Both models come from the same factory reference and config. Under torchrun
-the windows of each evaluation are split across ranks (see `eval.evaluate`).
+The artifact is either a file (`--artifact`: an `.akit`, or a legacy `.ptz` whose names
+and dtypes are matched to the checkpoint's) or packed in memory exactly as `pack`
+would write it with the default policy. Both models come from the same factory
+reference and config. Under torchrun the windows of each evaluation are split across
+ranks (see `eval.evaluate`).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import torch
 
 from artifactkit.checkpoint import LoadedCheckpoint, load_checkpoint
 from artifactkit.errors import InputError
-from artifactkit.format.akit import pack_state_dict
+from artifactkit.format.legacy import LegacyArtifact
+from artifactkit.format.open import open_artifact
 from artifactkit.format.reader import ArtifactReader, read_artifact
-from artifactkit.plan.policy import default_policy
+from artifactkit.plan.banks import expand_banks, restore_banks
 from artifactkit.roundtrip.model_factory import build_model
+from artifactkit.roundtrip.packing import pack_checkpoint
 from eval.bpb import ByteTables, build_byte_tables
 from eval.evaluate import DEFAULT_BATCH_TOKENS, EvalError, EvalResult, evaluate_bpb
 from eval.runtime import load_json_object, load_tokenizer, resolve_device
@@ -41,10 +45,10 @@ class RoundtripOptions:
     stride: int | None = None
     max_tokens: int | None = None
     batch_tokens: int = DEFAULT_BATCH_TOKENS
-    device: str = "auto"
+    device: str = "cpu"
     model: str | None = None
     config: str | None = None
-    progress: bool = False
+    progress: bool | None = None  # None: only when stderr is a terminal
 
 
 @dataclass
@@ -93,16 +97,55 @@ def default_seq_len(*configs: dict[str, Any] | None) -> int:
     return DEFAULT_SEQ_LEN
 
 
-def scheme_counts(reader: ArtifactReader) -> dict[str, int]:
+def scheme_counts(reader: ArtifactReader | LegacyArtifact) -> dict[str, int]:
     """How many tensors each scheme holds, e.g. {"int6": 4, "fp16": 3}."""
     return dict(sorted(Counter(tensor.label for tensor in reader.tensors).items()))
 
 
-def _artifact(checkpoint: LoadedCheckpoint, path: str | None) -> tuple[ArtifactReader, str]:
-    if path:
-        return read_artifact(path), str(path)
-    packed = pack_state_dict(checkpoint.state_dict, default_policy())
-    return read_artifact(packed.data), "in memory (default policy)"
+def legacy_state_dict(legacy: LegacyArtifact, checkpoint: LoadedCheckpoint,
+                      where: str) -> tuple[dict[str, torch.Tensor], str]:
+    """A legacy `.ptz` state dict in the checkpoint's layout: the seed's format records
+    neither banks nor original dtypes (and the baseline's no banks), so the checkpoint is
+    the template: per-layer tensors are stacked back into its banks and every tensor
+    takes its dtype. Returns the state dict and a notice saying what was done."""
+    template = checkpoint.state_dict
+    expanded_template, banks = expand_banks(template)
+    stored = legacy.state_dict()
+    unknown = [name for name in stored if name not in template and name not in expanded_template]
+    if unknown:
+        shown = ", ".join(unknown[:4]) + (f" and {len(unknown) - 4:,} more" if len(unknown) > 4 else "")
+        raise InputError(f"{where}: {len(unknown):,} tensors of this {legacy.format} file are not in the checkpoint "
+                         f"({shown}); pass the checkpoint the artifact was packed from")
+    state: dict[str, torch.Tensor] = {}
+    cast = 0
+    for name, tensor in stored.items():
+        reference = template.get(name, expanded_template.get(name))
+        if tuple(tensor.shape) != tuple(reference.shape):
+            raise InputError(f"{where}: tensor {name!r} has shape {list(tensor.shape)} but the checkpoint's is "
+                             f"{list(reference.shape)}; pass the checkpoint the artifact was packed from")
+        cast += tensor.dtype != reference.dtype
+        state[name] = tensor.to(reference.dtype)
+    used_banks = [bank for bank in banks if any(member in state for member in bank.members)]
+    state = restore_banks(state, used_banks)
+    notice = (f"notice: {where} is a {legacy.format} file, which records "
+              + ("neither banks nor original dtypes" if legacy.format.endswith("seed_int6") else "no banks")
+              + f": names and dtypes follow the checkpoint ({len(used_banks):,} banks restored, "
+              f"{cast:,} tensors cast to the checkpoint's dtype)")
+    return state, notice
+
+
+def _artifact(checkpoint: LoadedCheckpoint,
+              path: str | None) -> tuple[ArtifactReader | LegacyArtifact, dict[str, torch.Tensor], str, list[str]]:
+    """(artifact, the state dict the quantized model loads, where it came from, notices)."""
+    if not path:
+        packed = pack_checkpoint(checkpoint)
+        reader = read_artifact(packed.packed.data)
+        return reader, reader.state_dict(), "in memory (default policy, as 'pack' writes it)", packed.notices
+    opened = open_artifact(path)
+    if isinstance(opened, LegacyArtifact):
+        state, notice = legacy_state_dict(opened, checkpoint, str(path))
+        return opened, state, str(path), [notice]
+    return opened, opened.state_dict(), str(path), []
 
 
 def _evaluate(model: torch.nn.Module, tokens: Any, tables: ByteTables, options: RoundtripOptions,
@@ -141,18 +184,18 @@ def roundtrip_eval(checkpoint_path: str | Path, options: RoundtripOptions) -> Ro
 
     # Build the float model first: a wrong factory or config fails before any packing.
     float_model = build_model(arch, config, checkpoint.state_dict, where=str(checkpoint_path))
-    reader, artifact_source = _artifact(checkpoint, options.artifact)
+    reader, quantized_state, artifact_source, artifact_notices = _artifact(checkpoint, options.artifact)
+    notices += artifact_notices
     where_artifact = options.artifact or f"{checkpoint_path} (packed in memory)"
-    dropped = list(reader.header.get("dropped", []))
+    dropped = list(reader.dropped)
 
     float_result = _evaluate(float_model, tokens, tables, options, seq_len, device, str(checkpoint_path))
     del float_model
-    hint = f" (the artifact dropped {len(dropped)} training-only tensors)" if dropped else ""
-    quantized_model = build_model(arch, config, reader.state_dict(), where=where_artifact, absent_hint=hint)
+    hint = f" (the artifact dropped {len(dropped):,} training-only tensors)" if dropped else ""
+    quantized_model = build_model(arch, config, quantized_state, where=where_artifact, absent_hint=hint)
     quantized_result = _evaluate(quantized_model, tokens, tables, options, seq_len, device, where_artifact)
 
-    policy = reader.header.get("policy", {})
-    policy_name = policy.get("name") if isinstance(policy, dict) else None
+    policy_name = reader.policy_name if isinstance(reader, ArtifactReader) else reader.format
     schemes = scheme_counts(reader)
     labels = {
         "scheme": f"{policy_name}: " + ", ".join(f"{label} x{count}" for label, count in schemes.items()),

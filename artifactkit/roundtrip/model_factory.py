@@ -62,7 +62,7 @@ def resolve_factory(reference: str) -> Callable[[dict[str, Any]], nn.Module]:
 
 def _listing(names: list[str]) -> str:
     shown = ", ".join(names[:LISTED_KEYS])
-    return shown + (f", ... ({len(names) - LISTED_KEYS} more)" if len(names) > LISTED_KEYS else "")
+    return shown + (f", ... ({len(names) - LISTED_KEYS:,} more)" if len(names) > LISTED_KEYS else "")
 
 
 def key_mismatches(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
@@ -102,11 +102,11 @@ def build_model(
     if missing or unexpected or wrong_shape:
         parts = []
         if missing:
-            parts.append(f"missing keys ({len(missing)}): {_listing(missing)}{absent_hint}")
+            parts.append(f"missing keys ({len(missing):,}): {_listing(missing)}{absent_hint}")
         if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+            parts.append(f"unexpected keys ({len(unexpected):,}): {_listing(unexpected)}")
         if wrong_shape:
-            parts.append(f"wrong shapes ({len(wrong_shape)}): {_listing(wrong_shape)}")
+            parts.append(f"wrong shapes ({len(wrong_shape):,}): {_listing(wrong_shape)}")
         raise InputError(
             f"{where}: the model built by {arch} does not match the state dict: {'; '.join(parts)}; "
             f"{MODEL_FIX} (and its config with --config FILE.json)"

@@ -76,3 +76,55 @@ def test_truncated_checkpoint_via_cli(tmp_path):
     assert not (tmp_path / "o.akit").exists()
     result = CliRunner().invoke(main, ["--debug", "classify", str(path)])
     assert result.exit_code == 2
+
+
+def test_compressed_zip_entry_is_refused_before_torch_reads_it(tmp_path):
+    """torch.save stores entries; a deflated one could inflate past the file (a zip bomb)."""
+    import io
+    import zipfile
+
+    source = io.BytesIO()
+    torch.save({"w": torch.zeros(4)}, source)
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(io.BytesIO(source.getvalue())) as original, zipfile.ZipFile(bomb, "w") as target:
+        for info in original.infolist():
+            data = bytes(8 << 20) if info.filename.endswith("data/0") else original.read(info)
+            target.writestr(info.filename, data, zipfile.ZIP_DEFLATED)
+    with pytest.raises(InputError, match="is compressed, which torch.save never writes"):
+        load_checkpoint(bomb)
+
+
+def test_overlapping_zip_entries_are_refused(tmp_path):
+    import io
+    import struct
+    import zipfile
+
+    source = io.BytesIO()
+    torch.save({f"w{i}": torch.zeros(1 << 16 if i == 0 else 1) for i in range(8)}, source)
+    data = bytearray(source.getvalue())
+    first = next(i for i in zipfile.ZipFile(io.BytesIO(bytes(data))).infolist() if i.filename.endswith("/data/0"))
+    position = data.find(b"PK\x01\x02")
+    while position != -1:  # point every other storage's directory record at storage 0's bytes
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, position + 28)
+        if b"/data/" in data[position + 46 : position + 46 + name_length]:
+            struct.pack_into("<III", data, position + 16, first.CRC, first.compress_size, first.file_size)
+            struct.pack_into("<I", data, position + 42, first.header_offset)
+        position = data.find(b"PK\x01\x02", position + 46 + name_length + extra_length + comment_length)
+    path = tmp_path / "overlap.pt"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="overlapping entries"):
+        load_checkpoint(path)
+
+
+def test_a_device_or_pipe_is_not_read_as_a_checkpoint():
+    with pytest.raises(InputError, match="not a regular file"):
+        load_checkpoint("/dev/zero")
+
+
+def test_refusal_names_what_the_unpickler_refused_in_one_line(tmp_path):
+    path = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), path)
+    with pytest.raises(InputError) as raised:
+        load_checkpoint(path)
+    message = str(raised.value)
+    assert "weights_only" in message and "Linear" in message and "\n" not in message

@@ -83,3 +83,85 @@ def test_usage_errors_are_one_error_line_with_exit_2(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0], result.stderr
         assert result.stdout == ""
+
+
+# ------------------------------------------------------------------ promises of issue 14
+
+
+def test_regression_budget_accepts_the_challenges_decimal_units(tmp_path):
+    """Bug: `--budget 16MB` failed with click's "not a valid integer range"."""
+    from artifactkit.commands._options import BYTES
+
+    for text, expected in (("16MB", 16_000_000), ("16 MB", 16_000_000), ("16mb", 16_000_000), ("500kB", 500_000),
+                           ("500KB", 500_000), ("15.5MB", 15_500_000), ("16000000", 16_000_000),
+                           ("16_000_000", 16_000_000), ("16,000,000", 16_000_000), ("1234B", 1_234)):
+        assert BYTES.convert(text, None, None) == expected, text
+    ckpt, art = tmp_path / "c.pt", tmp_path / "c.akit"
+    torch.save(seed_shaped_state_dict(layers=1, dim=128, kv_heads=2, head_dim=64, vocab=64), ckpt)
+    code = tmp_path / "train_gpt.py"
+    code.write_text("print(1)\n", encoding="utf-8")
+    runner = CliRunner()
+    assert runner.invoke(main, ["pack", str(ckpt), "-o", str(art), "--code", str(code)]).exit_code == 0
+    result = runner.invoke(main, ["check", str(art), "--code", str(code), "--budget", "16MB", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["budget"] == 16_000_000
+    for bad, says in (("16 megs", "not a number of bytes"), ("16MiB", "binary unit"), ("0", "too small"),
+                      ("1.5B", "whole number of bytes")):
+        result = runner.invoke(main, ["check", str(art), "--budget", bad])
+        assert result.exit_code == 2, bad
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.stderr
+        assert "bytes" in lines[0] and "integer range" not in lines[0]
+
+
+def test_regression_check_without_code_says_it_counts_zero_code_bytes(tmp_path, monkeypatch):
+    """Bug: with no --code and no ./train_gpt.py, `check` counted 0 code bytes without a word."""
+    ckpt, art = tmp_path / "c.pt", tmp_path / "c.akit"
+    torch.save(seed_shaped_state_dict(layers=1, dim=128, kv_heads=2, head_dim=64, vocab=64), ckpt)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["pack", str(ckpt), "-o", str(art)])
+    assert result.exit_code == 0 and "counting 0 code bytes" in result.stderr
+    result = runner.invoke(main, ["check", str(art), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["code_bytes"] == 0
+    assert "notice: no --code given and no ./train_gpt.py" in result.stderr and "counting 0 code bytes" in result.stderr
+    # The notice comes when the command ends, and not after a bad-input error: that stays one line.
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    result = runner.invoke(main, ["fit", str(garbage), "-o", str(tmp_path / "f.akit")])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    (tmp_path / "train_gpt.py").write_text("print(1)\n", encoding="utf-8")
+    result = runner.invoke(main, ["check", str(art), "--json"])
+    assert json.loads(result.stdout)["code_bytes"] == 9 and "counting 0 code bytes" not in result.stderr
+
+
+def test_regression_bits_override_says_which_matrices_stay_fp16_and_the_label_does_not_lie(tmp_path):
+    """Bug: `pack --bits attn=6,mlp=5` left the attention matrices at or below the
+    small-tensor threshold in fp16 without a word, and labelled the artifact
+    'int6-mixed+attn=6,mlp=5' as if every attention matrix were int6."""
+    # dim 256: q / o are 256 x 256 = 65,536 elements (= the threshold) and k / v 128 x 256,
+    # so every attention matrix stays fp16; the MLP matrices (768 x 256) are above it.
+    ckpt, art = tmp_path / "c.pt", tmp_path / "c.akit"
+    torch.save(seed_shaped_state_dict(layers=2, dim=256, kv_heads=2, head_dim=64, vocab=64), ckpt)
+    result = CliRunner().invoke(main, ["pack", str(ckpt), "-o", str(art), "--bits", "attn=6,mlp=5", "--json"])
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    attn = [t for t in document["tensors"] if t["category"] == "attn"]
+    mlp = [t for t in document["tensors"] if t["category"] == "mlp"]
+    assert len(attn) == 8 and {t["scheme"] for t in attn} == {"fp16"} and {t["scheme"] for t in mlp} == {"int5"}
+    assert ("notice: --bits attn=6,mlp=5 applies to matrices above the small-tensor threshold (65,536 elements); "
+            "8 smaller matrices (8 attn) stay fp16") in result.stderr
+    assert document["policy"] == "int6-mixed+attn=6,mlp=5 (matrices > 65,536 elements; 8 smaller fp16)"
+    inspected = json.loads(CliRunner().invoke(main, ["inspect", str(art), "--json"]).stdout)
+    assert inspected["policy"] == document["policy"]
+    # Without small matrices in the overridden categories the label stays as it was (byte-identical files).
+    result = CliRunner().invoke(main, ["pack", str(ckpt), "-o", str(tmp_path / "m.akit"), "--bits", "mlp=5", "--json"])
+    assert json.loads(result.stdout)["policy"] == "int6-mixed+mlp=5" and "notice: --bits" not in result.stderr
+
+
+def test_regression_unpack_help_says_what_each_format_restores():
+    """Bug: `unpack --help` promised restored banks and original dtypes for every format,
+    which a seed int6 .ptz (it records neither) cannot give."""
+    text = " ".join(CliRunner().invoke(main, ["unpack", "--help"]).output.split())
+    assert ".akit banks restored (unless --expanded), original dtypes" in text
+    assert "baseline int8 .ptz original dtypes (recorded); the format has no banks" in text
+    assert "seed int6 .ptz records neither" in text and "roundtrip-eval" in text

@@ -50,7 +50,7 @@ _TRAINED: dict[str, object] = {}
 
 
 @pytest.fixture
-def trained(shakespeare_text):
+def trained(corpus_text):
     """(model, calibration contexts, held-out contexts), trained once per session."""
     if not _TRAINED:
         # Tiny matrices: one thread is faster, and immune to busy-waiting when the
@@ -58,7 +58,7 @@ def trained(shakespeare_text):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            _TRAINED.update(train_byte_model(shakespeare_text))
+            _TRAINED.update(train_byte_model(corpus_text))
         finally:
             torch.set_num_threads(threads)
     assert _TRAINED["loss"] < 3.0  # it learned something (uniform bytes: ln 256 = 5.5)

@@ -7,6 +7,7 @@ import json
 import lzma
 import zlib
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -72,3 +73,43 @@ def test_legacy_with_pickled_object_is_refused(tmp_path):
     path.write_bytes(lzma.compress(_saved({"w": {"x": Evil()}, "m": {}})))
     result = CliRunner().invoke(main, ["inspect", str(path)])
     assert result.exit_code == 2 and "weights_only" in result.stderr
+
+
+def _seed_file(tmp_path, edit) -> str:
+    weight = torch.randn(16, 8)
+    scale = (weight.abs().amax(dim=1) / 31).to(torch.float16)
+    codes = torch.clamp(torch.round(weight / scale.float()[:, None]), -31, 31).to(torch.int8)
+    obj = {"w": {"b.0.a.q.q": codes, "b.0.a.q.s": scale, "skip_w": torch.ones(4)},
+           "m": {"b.0.a.q": {"t": "i6"}, "skip_w": "ctrl"}}
+    edit(obj)
+    path = tmp_path / "final_model.int6.ptz"
+    path.write_bytes(lzma.compress(_saved(obj)))
+    return str(path)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda o: o["m"]["b.0.a.q"].update(dtype="complex128"), "restored as 'complex128'"),
+    (lambda o: o["m"]["b.0.a.q"].update(dtype="torch.float8_e4m3fn"), "restored as 'float8_e4m3fn'"),
+    (lambda o: o["m"]["b.0.a.q"].update(dtype="save"), "restored as 'save'"),
+    (lambda o: o["w"].update({"b.0.a.q.q": torch.randn(16, 8)}), "not int8 codes"),
+    (lambda o: o["w"].update({"b.0.a.q.s": torch.ones(3)}), "one float scale per row"),
+    (lambda o: o["w"].update(skip_w=torch.ones(4, dtype=torch.complex64)), "complex64"),
+    (lambda o: o["w"].update({"b.0.a.q.q": "codes"}), "is a str, not a tensor"),
+])
+def test_seed_format_asking_for_complex128_or_lying_is_refused(tmp_path, edit, message):
+    path = _seed_file(tmp_path, edit)
+    for command in (["inspect", path], ["unpack", path, "-o", str(tmp_path / "u.pt")], ["check", path]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2 and message in result.stderr and "unexpected" not in result.stderr, result.stderr
+    assert not (tmp_path / "u.pt").exists()
+
+
+def test_legacy_payload_in_torch_old_format_is_refused(tmp_path):
+    """The baseline and the seed write torch.save zips; torch's pre-1.6 format allocates
+    storages as its pickle declares them, so it is not read from a .ptz at all."""
+    path = tmp_path / "old.ptz"
+    buffer = io.BytesIO()
+    torch.save({"w": {}, "m": {}}, buffer, _use_new_zipfile_serialization=False)
+    path.write_bytes(lzma.compress(buffer.getvalue()))
+    result = CliRunner().invoke(main, ["inspect", str(path)])
+    assert result.exit_code == 2 and "not a torch.save zip archive" in result.stderr

@@ -5,24 +5,31 @@ import only the exported file (artifactkit, train and eval imports are blocked t
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
+import struct
 import subprocess
 import sys
+import zlib
 
 import pytest
 import torch
 from click.testing import CliRunner
 
 from artifactkit.cli import main
-from artifactkit.format.akit import pack_state_dict, write_artifact
+from artifactkit.errors import InputError
+from artifactkit.format.akit import MAGIC, PREAMBLE, pack_state_dict, write_artifact
+from artifactkit.format.ans_decoder_src import DECODER_SOURCE
 from artifactkit.format.codecs import available_codecs
 from artifactkit.format.loader_export import build_loader, loader_sizes
 from artifactkit.format.reader import read_artifact
 from artifactkit.plan.policy import resolve_policy
 
 # The sizes this project promises (README / export-loader --help state the exact numbers).
-LZMA_ONLY_LIMIT = 3_500
-DEFAULT_LIMIT = 7_000
+# Validating hostile input (bounded reads and decompression, section order, dtypes,
+# names, shapes, banks) costs ~1.0 KB over the unchecked loader (3,470 / 6,662 bytes).
+LZMA_ONLY_LIMIT = 4_500
+DEFAULT_LIMIT = 7_700
 ALLOWED_IMPORTS = {"hashlib", "json", "math", "struct", "zlib", "lzma", "numpy", "torch", "zstandard", "brotli"}
 
 # Every int width via --bits-for (which applies to small tensors too, keeping the test
@@ -143,7 +150,7 @@ def test_export_loader_command_writes_the_module_and_states_its_size(tmp_path):
     artifact = tmp_path / "m.akit"
     write_artifact(artifact, pack_state_dict(mixed_state_dict(), codec="zlib"))
     result = runner.invoke(main, ["export-loader", "--artifact", str(artifact)])
-    assert result.exit_code == 0 and '"zlib": zlib.decompress' in result.stdout and "lzma" not in result.stdout
+    assert result.exit_code == 0 and '"zlib": lambda b, n: zlib.' in result.stdout and "lzma" not in result.stdout
     result = runner.invoke(main, ["export-loader", "--codecs", "lzma,snappy"])
     assert result.exit_code == 2 and "error: --codecs" in result.stderr
 
@@ -163,3 +170,106 @@ def test_exported_loader_rejects_damaged_files(tmp_path, damage):
     exec(compile(build_loader("zlib").text, "exported_loader", "exec"), namespace)
     with pytest.raises(ValueError, match="not an akit/1 artifact" if damage == "magic" else "sha256 mismatch"):
         namespace["load_artifact"](str(artifact))
+
+
+def _lie(data: bytes, edit, swap: tuple[int, int] | None = None) -> bytes:
+    """The artifact with its header edited (and optionally two sections' records and bytes
+    swapped), the payload checksum fixed: only the loader's own checks can refuse it."""
+    _, version, length = PREAMBLE.unpack_from(data)
+    header = json.loads(zlib.decompress(data[PREAMBLE.size : PREAMBLE.size + length]))
+    payload = data[PREAMBLE.size + length :]
+    if swap:
+        parts, offset = [], 0
+        for section in header["sections"]:
+            parts.append(payload[offset : offset + section["stored_bytes"]])
+            offset += section["stored_bytes"]
+        first, second = swap
+        header["sections"][first], header["sections"][second] = header["sections"][second], header["sections"][first]
+        parts[first], parts[second] = parts[second], parts[first]
+        payload = b"".join(parts)
+    edit(header)
+    header.update(payload_sha256=hashlib.sha256(payload).hexdigest(), payload_bytes=len(payload))
+    block = zlib.compress(json.dumps(header).encode())
+    return PREAMBLE.pack(MAGIC, version, len(block)) + block + payload
+
+
+def _named(header, name):
+    return next(t for t in header["tensors"] if t["name"] == name)
+
+
+HOSTILE = {  # name -> (codec, edit, swap, what the loader's error says)
+    "float8": ("zlib", lambda h: _named(h, "skip_w").update(dtype="float8_e4m3fn"), None, "tensor skip_w"),
+    "complex": ("zlib", lambda h: _named(h, "b.0.a.k").update(dtype="complex64"), None, "tensor b.0.a.k"),
+    "attribute": ("zlib", lambda h: _named(h, "skip_w").update(dtype="save"), None, "tensor skip_w"),
+    "duplicate": ("zlib", lambda h: _named(h, "skip_w").update(name="bigram.scale"), None, "tensor bigram.scale"),
+    "reordered": ("raw", lambda h: None, (2, 3), "bad section order"),
+    "renamed": ("raw", lambda h: h["sections"][4].update(name="fp32"), None, "ValueError: "),
+    "shape-lie": ("zlib", lambda h: _named(h, "skip_w").update(shape=[2, 8]), None, "shapes and sections disagree"),
+    "negative": ("zlib", lambda h: _named(h, "skip_w").update(shape=[-3, 8]), None, "tensor skip_w"),
+    "ans-2^31": ("ans", lambda h: h["tensors"][0].update(shape=[1 << 16, 1 << 15]), None, "bad codes section"),
+    "ans-tables": ("ans", lambda h: None, None, "bad codes section"),
+    "raw-negative": ("zlib", lambda h: h["sections"][2].update(raw_bytes=-1), None, "bad section sizes"),
+    "raw-3GB": ("zlib", lambda h: h["sections"][3].update(raw_bytes=3 << 30), None, "bad section sizes"),
+    "bank-missing": ("zlib", lambda h: h["banks"][0]["members"].__setitem__(0, "nope"), None, "KeyError"),
+    "bank-shape": ("zlib", lambda h: h["banks"][0].update(shape=[4, 64, 32]), None, "bank shape"),
+    "bank-twice": ("zlib", lambda h: h["banks"].append(dict(h["banks"][0], name="b2")), None, "bad bank records"),
+    "bank-name-taken": ("zlib", lambda h: h["banks"][0].update(name="skip_w"), None, "bad bank records"),
+    "scheme": ("zlib", lambda h: _named(h, "skip_w").update(scheme="codes"), None, "KeyError"),
+}
+
+
+def test_exported_loader_refuses_hostile_headers_with_one_value_error(tmp_path):
+    """The loader repeats the reader's checks: lying dtypes, names, shapes, section order,
+    sizes and bank records are each one ValueError naming the file -- never a float8 or
+    complex tensor, a silently different tensor, or an allocation the file does not hold."""
+    policy = resolve_policy("int6-mixed", bits_for=BITS_FOR)
+    bases = {codec: pack_state_dict(mixed_state_dict(), policy, codec).data for codec in ("zlib", "raw", "ans")}
+    paths = []
+    for name, (codec, edit, swap, _) in HOSTILE.items():
+        data = _lie(bases[codec], edit, swap)
+        if name == "ans-tables":  # the rANS blob asks for 65,535 tables of 2**15 int64 entries
+            length = PREAMBLE.unpack_from(data)[2]
+            start = PREAMBLE.size + length
+            data = data[: start + 6] + struct.pack("<H", 65535) + data[start + 8 :]
+            data = _lie(data, lambda h: None)
+        path = tmp_path / f"{name}.akit"
+        path.write_bytes(data)
+        paths.append(path)
+        with pytest.raises(InputError):  # the library refuses each one too
+            read_artifact(path)
+    loaded = run_loader(tmp_path, build_loader("all", lowrank=True).text, paths)
+    for path, (name, (_, _, _, message)) in zip(paths, HOSTILE.items(), strict=True):
+        result = loaded[str(path)]
+        assert isinstance(result, str) and result.startswith(f"{path}: ") and message in result, (name, result)
+
+
+def test_exported_loader_bounds_what_it_reads_and_decompresses(tmp_path):
+    bomb = tmp_path / "bomb.akit"
+    data = _lie(pack_state_dict({"skip_w": torch.zeros(300, 300)}, codec="zlib").data, lambda h: None)
+    length = PREAMBLE.unpack_from(data)[2]
+    header = json.loads(zlib.decompress(data[PREAMBLE.size : PREAMBLE.size + length]))
+    stream = zlib.compress(bytes(64 << 20), 1)  # declared: 360,000 bytes
+
+    def inflate(h):
+        h["sections"][3]["stored_bytes"] = len(stream)
+
+    payload = b"".join([stream if s["name"] == "fp32" else b"" for s in header["sections"]])
+    _, version, _ = PREAMBLE.unpack_from(data)
+    inflate(header)
+    header.update(payload_sha256=hashlib.sha256(payload).hexdigest(), payload_bytes=len(payload))
+    block = zlib.compress(json.dumps(header).encode())
+    bomb.write_bytes(PREAMBLE.pack(MAGIC, version, len(block)) + block + payload)
+    loaded = run_loader(tmp_path, build_loader("zlib").text, [bomb, "/dev/zero"])
+    assert "section fp32 has the wrong size" in loaded[str(bomb)]
+    assert "not an akit/1 artifact" in loaded["/dev/zero"]
+
+
+def test_exported_loader_imports_each_module_once_and_the_decoder_stays_standalone():
+    for codecs in ("lzma", None, "all"):
+        tree = ast.parse(build_loader(codecs, lowrank=True).text)
+        imported = [alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names]
+        assert len(imported) == len(set(imported)), imported
+        assert {"lzma", "numpy", "torch", "zlib"} <= set(imported)
+    namespace: dict = {}
+    exec(compile(DECODER_SOURCE, "decoder", "exec"), namespace)  # alone, as artifactkit.format.ans runs it
+    assert callable(namespace["decode_codes"])

@@ -1,5 +1,6 @@
-"""`artifactkit roundtrip-eval` end to end: a tiny real model trained for a few steps,
-real checkpoints in the project format, real shards, real artifacts."""
+"""`artifactkit roundtrip-eval` end to end: a tiny real model trained for a few steps on
+the embedded corpus, real checkpoints in the project format, real shards (made with a
+tokenizer trained in the session), real artifacts, and legacy .ptz files."""
 
 from __future__ import annotations
 
@@ -25,9 +26,6 @@ from eval.evaluate import evaluate_bpb
 from eval.shards import load_tokens, write_shard
 
 TINY_LM = Path(__file__).resolve().parents[1] / "eval" / "tiny_lm.py"
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-SHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
-SHARED_TOKENIZER = SHARED / "tokenizers" / "fineweb_1024_bpe.model"
 CONFIG = {"vocab_size": 1024, "dim": 160, "heads": 2, "layers": 1, "max_seq_len": 64, "seq_len": 64}
 
 
@@ -39,15 +37,13 @@ def encode_documents(sp: sentencepiece.SentencePieceProcessor, text: str) -> np.
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
+def workdir(tmp_path_factory, corpus_tokenizer, corpus_text) -> Path:
     """A directory holding the factory module, val shards, the tokenizer and a checkpoint
     of a model trained for 50 steps (so quantization measurably hurts it)."""
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent (a user's clone); these tests need the shared test data")
     root = tmp_path_factory.mktemp("roundtrip")
     shutil.copy(TINY_LM, root / "tiny_lm.py")
-    sp = sentencepiece.SentencePieceProcessor(model_file=str(SHARED_TOKENIZER))
-    text = SHAKESPEARE.read_text(encoding="utf-8")
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(corpus_tokenizer))
+    text = corpus_text
     train_tokens = torch.from_numpy(encode_documents(sp, text[:300_000]).astype(np.int64))
     val_tokens = encode_documents(sp, text[-60_000:])
     write_shard(root / "val_000000.bin", val_tokens[: len(val_tokens) // 2])
@@ -83,7 +79,7 @@ def workdir(tmp_path_factory) -> Path:
             "arch": "tiny_lm:build",
             "step": 50,
             "metrics": {"train_loss": loss.item()},
-            "tokenizer_sha256": hashlib.sha256(SHARED_TOKENIZER.read_bytes()).hexdigest(),
+            "tokenizer_sha256": hashlib.sha256(corpus_tokenizer.read_bytes()).hexdigest(),
         },
         root / "ckpt.pt",
     )
@@ -91,7 +87,7 @@ def workdir(tmp_path_factory) -> Path:
     (root / "config.json").write_text(json.dumps(CONFIG))
     write_artifact(root / "fp16.akit", pack_state_dict(state, resolve_policy("fp16")))
     write_artifact(root / "int2.akit", pack_state_dict(state, resolve_policy("int6-mixed", bits="attn=2,mlp=2,embed=2")))
-    shutil.copy(SHARED_TOKENIZER, root / "tokenizer.model")
+    shutil.copy(corpus_tokenizer, root / "tokenizer.model")
     return root
 
 
@@ -257,10 +253,10 @@ def test_help_documents_the_factory_and_defaults():
 
 
 @pytest.fixture(scope="module")
-def fallback_sp_model(tmp_path_factory, workdir) -> Path:
+def fallback_sp_model(tmp_path_factory, workdir, corpus_text) -> Path:
     """A different real tokenizer file (trained here) for the mismatch test."""
     path = tmp_path_factory.mktemp("tok") / "other"
-    lines = [line for line in SHAKESPEARE.read_text(encoding="utf-8")[:60_000].splitlines() if line.strip()]
+    lines = [line for line in corpus_text[-60_000:].splitlines() if line.strip()]
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(lines), model_prefix=str(path), model_type="bpe", vocab_size=512,
         byte_fallback=True, minloglevel=2, hard_vocab_limit=False,
@@ -330,3 +326,154 @@ def test_cli_under_torchrun_splits_windows_and_reports_once(workdir):
     assert (distributed["tokens"], distributed["bytes"], distributed["mode"]) == (single["tokens"], single["bytes"], "sliding")
     for key in ("val_bpb_fp", "val_bpb_q", "val_loss_fp"):
         assert distributed[key] == pytest.approx(single[key], rel=1e-6)
+
+
+# ------------------------------------------------------------------ broken promises (issue 14)
+
+
+def seed_int6_ptz(akit: str | Path, output: Path) -> Path:
+    """The seed's `final_model.int6.ptz` layout (lzma of torch.save({"w": ..., "m": ...})),
+    built from an .akit's stored tensors: int codes under `NAME.q`, fp16 row scales under
+    `NAME.s`, everything else as stored (fp16 small tensors, fp32 control tensors). Like
+    the seed's files it records neither banks nor original dtypes."""
+    import io
+    import lzma
+
+    weights, meta = {}, {}
+    for stored in read_artifact(akit).iter_stored():
+        name = stored.tensor.name
+        if stored.quantized is not None:
+            weights[f"{name}.q"], weights[f"{name}.s"] = stored.quantized.codes, stored.quantized.scales
+            meta[name] = {"t": "i6"}
+        else:
+            weights[name] = stored.values
+            meta[name] = "pt"
+    buffer = io.BytesIO()
+    torch.save({"w": weights, "m": meta}, buffer)
+    output.write_bytes(lzma.compress(buffer.getvalue()))
+    return output
+
+
+def test_regression_roundtrip_eval_evaluates_a_legacy_seed_ptz_with_the_checkpoint_as_template(workdir):
+    """Bug: `--artifact` refused legacy .ptz files ("not an .akit artifact") while its own
+    error said they are detected by content. The seed format stores fp16 passthrough
+    tensors and no dtypes: the checkpoint's names and float32 dtypes are the template, so
+    the .ptz scores exactly what the .akit it was made from scores."""
+    write_artifact("int6.akit", pack_state_dict(state_of("ckpt.pt")))
+    seed_int6_ptz("int6.akit", Path("final_model.int6.ptz"))
+    from_akit = run_json("roundtrip-eval", "ckpt.pt", "--artifact", "int6.akit", *BASE)
+    result = run("roundtrip-eval", "ckpt.pt", "--artifact", "final_model.int6.ptz", *BASE, "--json")
+    assert result.exit_code == 0, result.stderr
+    from_ptz = json.loads(result.stdout)
+    assert from_ptz["val_bpb_q"] == from_akit["val_bpb_q"]
+    assert from_ptz["artifact_bytes"] == Path("final_model.int6.ptz").stat().st_size
+    assert from_ptz["policy"] == "legacy:seed_int6" and "int6" in from_ptz["schemes"]
+    # The fp16 tensors (and the float32 dequantized codes) took the checkpoint's float32.
+    fp16 = from_akit["schemes"]["fp16"]
+    assert fp16 > 0 and "names and dtypes follow the checkpoint" in result.stderr
+    assert f"{fp16:,} tensors cast to the checkpoint's dtype" in result.stderr
+
+
+def test_legacy_ptz_for_another_model_is_a_clean_error(workdir, tmp_path):
+    from artifactkit.synthetic import seed_shaped_state_dict
+
+    foreign = tmp_path / "foreign.akit"
+    write_artifact(foreign, pack_state_dict(seed_shaped_state_dict(layers=1, dim=64, kv_heads=1, head_dim=32,
+                                                                   vocab=32)))
+    seed_int6_ptz(foreign, Path("foreign.ptz"))
+    result = run("roundtrip-eval", "ckpt.pt", "--artifact", "foreign.ptz", *BASE)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.startswith("error: foreign.ptz: ") and "are not in the checkpoint" in result.stderr
+
+
+def test_legacy_state_dict_restores_banks_and_dtypes_from_the_template(tmp_path):
+    """A banked bf16 checkpoint and a seed .ptz of its unbanked tensors: banks come back
+    under the checkpoint's names, every tensor in the checkpoint's dtype."""
+    from artifactkit.checkpoint import load_checkpoint
+    from artifactkit.format.open import open_artifact
+    from artifactkit.roundtrip.evaluate import legacy_state_dict
+    from artifactkit.synthetic import seed_shaped_state_dict
+
+    state = {name: tensor.to(torch.bfloat16) for name, tensor in
+             seed_shaped_state_dict(layers=2, dim=64, kv_heads=1, head_dim=32, vocab=64).items()}
+    torch.save(state, tmp_path / "banked.pt")
+    write_artifact(tmp_path / "banked.akit", pack_state_dict(state))
+    seed_int6_ptz(tmp_path / "banked.akit", tmp_path / "banked.ptz")
+    expected = read_artifact(tmp_path / "banked.akit").state_dict()
+    restored, notice = legacy_state_dict(open_artifact(tmp_path / "banked.ptz"),
+                                         load_checkpoint(tmp_path / "banked.pt"), "banked.ptz")
+    assert list(restored) == list(expected) == list(state)
+    for name, tensor in restored.items():
+        assert tensor.dtype == torch.bfloat16 and tensor.shape == state[name].shape, name
+        assert torch.equal(tensor, expected[name]), name
+    assert "4 banks restored" in notice and "neither banks nor original dtypes" in notice
+
+
+def test_regression_in_memory_pack_is_what_pack_writes(workdir):
+    """Bug: roundtrip-eval packed the checkpoint in memory without the header's `meta`
+    block, so it reported an artifact smaller than `pack` writes."""
+    assert run("pack", "ckpt.pt", "-o", "packed.akit").exit_code == 0
+    report = run_json("roundtrip-eval", "ckpt.pt", *BASE)
+    assert report["artifact_bytes"] == Path("packed.akit").stat().st_size
+    with_file = run_json("roundtrip-eval", "ckpt.pt", "--artifact", "packed.akit", *BASE)
+    assert report["val_bpb_q"] == with_file["val_bpb_q"]
+
+
+def _stderr_in_a_terminal(*args: str) -> str:
+    """Run the CLI in a real process whose stderr is a pseudo-terminal; return what it wrote there."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    try:
+        completed = subprocess.run([sys.executable, "-m", "artifactkit", *args], stdout=subprocess.PIPE,
+                                   stderr=follower, timeout=300)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+    assert completed.returncode == 0, b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_regression_no_progress_draws_no_bar_in_a_terminal(workdir):
+    """Bug: `--no-progress` still drew the eval bar when stderr was a terminal (the
+    evaluator had its own default rule: `progress or isatty`)."""
+    args = ("roundtrip-eval", "ckpt.pt", "--artifact", "fp16.akit", *BASE)
+    assert "eval [" in _stderr_in_a_terminal(*args), "the default draws the bar in a terminal"
+    assert "eval [" not in _stderr_in_a_terminal(*args, "--no-progress")
+
+
+def test_evaluator_progress_rule(tiny_model_and_stream, monkeypatch):
+    """evaluate_bpb: True draws, False never does (even in a terminal), None follows isatty."""
+    import io
+
+    model, tokens, tables = tiny_model_and_stream
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for progress, drawn in ((False, False), (True, True), (None, True)):
+        terminal = Terminal()
+        monkeypatch.setattr("sys.stderr", terminal)
+        evaluate_bpb(model, tokens, tables, seq_len=64, max_tokens=640, progress=progress)
+        assert ("eval [" in terminal.getvalue()) is drawn, progress
+
+
+@pytest.fixture
+def tiny_model_and_stream(workdir):
+    sp = sentencepiece.SentencePieceProcessor(model_file="tokenizer.model")
+    model = build_model("tiny_lm:build", CONFIG, state_of("ckpt.pt"))
+    return model, load_tokens("val_*.bin"), build_byte_tables(sp)

@@ -1,5 +1,6 @@
 """Fixtures for eval tests: the tiny model module, a tokenizer trained with the official
-settings (byte fallback), and a multilingual snippet."""
+settings (byte fallback) on the embedded corpus, a multilingual snippet, and the public
+tokenizer (only for tests of its specifics; skipped without ../shared)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import sentencepiece
 import torch
 
 HERE = Path(__file__).resolve().parent
-SHAKESPEARE = HERE.parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
 
 # Accents, CJK, emoji, a digit run and punctuation outside ASCII.
 MULTILINGUAL = (
@@ -56,19 +56,11 @@ def multilingual_text() -> str:
 
 
 @pytest.fixture(scope="session")
-def shakespeare_corpus() -> str:
-    """tinyshakespeare, session-scoped (the shared `shakespeare_text` is per test)."""
-    if not SHAKESPEARE.is_file():
-        pytest.skip(f"{SHAKESPEARE} is absent (a user's clone); these tests need the shared test data")
-    return SHAKESPEARE.read_text(encoding="utf-8")
-
-
-@pytest.fixture(scope="session")
-def fallback_tokenizer(shakespeare_corpus) -> sentencepiece.SentencePieceProcessor:
+def fallback_tokenizer(corpus_text) -> sentencepiece.SentencePieceProcessor:
     """A tokenizer trained once per session with the challenge's settings (BPE, vocab
-    1024, byte fallback, split digits, nmt_nfkc, no dummy prefix) on a slice of
-    tinyshakespeare."""
-    text = shakespeare_corpus[:200_000]
+    1024, byte fallback, split digits, nmt_nfkc, no dummy prefix) on a slice of the
+    embedded corpus."""
+    text = corpus_text[:200_000]
     lines = [line for line in text.splitlines() if line.strip()]
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
@@ -85,15 +77,13 @@ def fallback_tokenizer(shakespeare_corpus) -> sentencepiece.SentencePieceProcess
         eos_id=2,
         unk_id=3,
         hard_vocab_limit=False,
-        num_threads=2,
+        num_threads=1,
         minloglevel=2,
     )
     return sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
 
 
 @pytest.fixture(scope="session")
-def shared_sp() -> sentencepiece.SentencePieceProcessor:
-    path = HERE.parents[1].parent / "shared" / "tokenizers" / "fineweb_1024_bpe.model"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (a user's clone); these tests need the shared test data")
-    return sentencepiece.SentencePieceProcessor(model_file=str(path))
+def shared_sp(shared_tokenizer) -> sentencepiece.SentencePieceProcessor:
+    """The public tokenizer: only for what needs exactly it (skips without ../shared)."""
+    return sentencepiece.SentencePieceProcessor(model_file=str(shared_tokenizer))

@@ -1,5 +1,6 @@
-"""The byte rule against a reference written token by token, on real text, for a
-tokenizer without byte fallback (unknown ids appear) and one with it."""
+"""The byte rule against a reference written token by token, on real text (the embedded
+corpus), for tokenizers trained here without byte fallback (unknown ids appear) and with
+it, and for the public challenge tokenizer (skipped without ../shared)."""
 
 from __future__ import annotations
 
@@ -53,14 +54,16 @@ def bos_stream(sp: sentencepiece.SentencePieceProcessor, docs: list[str]) -> tup
     return stream, encoded
 
 
-@pytest.fixture(params=["shared_no_fallback", "official_settings_fallback"])
-def tokenizer(request, shared_sp, fallback_tokenizer) -> sentencepiece.SentencePieceProcessor:
-    return shared_sp if request.param == "shared_no_fallback" else fallback_tokenizer
+@pytest.fixture(params=["trained_no_fallback", "official_settings_fallback", "shared_public"])
+def tokenizer(request) -> sentencepiece.SentencePieceProcessor:
+    fixture = {"trained_no_fallback": "no_fallback_tokenizer", "official_settings_fallback": "fallback_tokenizer",
+               "shared_public": "shared_sp"}[request.param]
+    return request.getfixturevalue(fixture)
 
 
-def test_table_matches_token_by_token_reference_on_real_text(tokenizer, shakespeare_text, multilingual_text):
+def test_table_matches_token_by_token_reference_on_real_text(tokenizer, corpus_text, multilingual_text):
     tables = build_byte_tables(tokenizer)
-    docs = documents(shakespeare_text[:300_000]) + documents(multilingual_text)
+    docs = documents(corpus_text[:300_000]) + documents(multilingual_text)
     stream, _ = bos_stream(tokenizer, docs)
     tokens = np.asarray(stream, dtype=np.uint16)
     per_target = count_bytes(tables, tokens[:-1], tokens[1:])
@@ -72,20 +75,25 @@ def test_table_matches_token_by_token_reference_on_real_text(tokenizer, shakespe
     np.testing.assert_array_equal(torch_counts.numpy(), per_target)
 
 
-def test_bytes_equal_utf8_length_of_decoded_text_without_unknown_tokens(tokenizer, shakespeare_text):
+def test_bytes_equal_utf8_length_of_decoded_text_without_unknown_tokens(tokenizer, corpus_text):
     tables = build_byte_tables(tokenizer)
-    docs = documents(shakespeare_text[:300_000])
-    stream, encoded = bos_stream(tokenizer, docs)
+    docs = documents(corpus_text[:300_000])
     unknown = tokenizer.unk_id()
-    assert not any(unknown in ids for ids in encoded), "Shakespeare is plain ASCII: no unknown ids expected"
-    decoded_bytes = sum(len(tokenizer.decode(ids).encode("utf-8")) for ids in encoded)
+    # Documents with a character outside a no-fallback tokenizer's coverage hold <unk>
+    # (0 bytes by the rule, so they cannot equal the decoded text): leave them out. (The
+    # public tokenizer, made for web text, lacks some of the code characters of Python's
+    # documentation, so only about a third of the documents remain for it.)
+    known = [ids for ids in tokenizer.encode(docs) if unknown not in ids]
+    assert len(known) >= 300, f"only {len(known)} of {len(docs)} documents without <unk>"
+    stream = [token for ids in known for token in (BOS, *ids)]
+    decoded_bytes = sum(len(tokenizer.decode(ids).encode("utf-8")) for ids in known)
     assert stream_byte_count(tables, np.asarray(stream)) == decoded_bytes
 
 
-def test_bytes_equal_utf8_length_of_normalization_stable_lines(tokenizer, shakespeare_text, multilingual_text):
+def test_bytes_equal_utf8_length_of_normalization_stable_lines(tokenizer, corpus_text, multilingual_text):
     """For lines the normalizer leaves unchanged, the count is the text's own UTF-8 length."""
     tables = build_byte_tables(tokenizer)
-    lines = [line for line in (shakespeare_text[:50_000] + multilingual_text).splitlines() if line.strip()]
+    lines = [line for line in (corpus_text[:100_000] + multilingual_text).splitlines() if line.strip()]
     checked = 0
     for line in lines:
         ids = tokenizer.encode(line)
@@ -106,17 +114,18 @@ def test_byte_fallback_tokenizer_counts_multilingual_text_exactly(fallback_token
     assert stream_byte_count(tables, np.asarray([BOS, *ids])) == len(decoded.encode("utf-8"))
 
 
-def test_unknown_tokens_count_zero_bytes_and_are_boundaries(shared_sp, multilingual_text):
-    tables = build_byte_tables(shared_sp)
-    unknown = shared_sp.unk_id()
-    ids = shared_sp.encode(multilingual_text)
-    assert unknown in ids, "the shared tokenizer has no byte fallback: CJK must become <unk>"
+def test_unknown_tokens_count_zero_bytes_and_are_boundaries(no_fallback_tokenizer, multilingual_text):
+    sp = no_fallback_tokenizer
+    tables = build_byte_tables(sp)
+    unknown = sp.unk_id()
+    ids = sp.encode(multilingual_text)
+    assert unknown in ids, "a tokenizer without byte fallback trained on English: CJK must become <unk>"
     assert tables.base_bytes[unknown] == 0 and tables.is_boundary[unknown]
     stream = np.asarray([BOS, *ids])
-    assert stream_byte_count(tables, stream) == reference_byte_count(shared_sp, stream.tolist())
+    assert stream_byte_count(tables, stream) == reference_byte_count(sp, stream.tolist())
     # The official rule drops the unknown characters: fewer bytes than the decoded text.
-    decoded_without_unknown = shared_sp.decode(ids).replace(" \u2047 ", "").replace("\u2047", "")
-    assert stream_byte_count(tables, stream) < len(shared_sp.decode(ids).encode("utf-8"))
+    decoded_without_unknown = sp.decode(ids).replace(" \u2047 ", "").replace("\u2047", "")
+    assert stream_byte_count(tables, stream) < len(sp.decode(ids).encode("utf-8"))
     assert stream_byte_count(tables, stream) <= len(decoded_without_unknown.encode("utf-8"))
 
 

@@ -48,11 +48,11 @@ WORKER = textwrap.dedent(
 
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
-def test_two_ranks_reproduce_single_process(tmp_path, tiny_lm, shared_tokenizer, shakespeare_corpus):
+def test_two_ranks_reproduce_single_process(tmp_path, tiny_lm, corpus_tokenizer, corpus_text):
     import sentencepiece
 
-    sp = sentencepiece.SentencePieceProcessor(model_file=str(shared_tokenizer))
-    tokens = np.asarray([1, *sp.encode(shakespeare_corpus[:12_000])], dtype=np.uint16)
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(corpus_tokenizer))
+    tokens = np.asarray([1, *sp.encode(corpus_text[:12_000])], dtype=np.uint16)
     shard = write_shard(tmp_path / "val_000000.bin", tokens)
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
@@ -60,7 +60,7 @@ def test_two_ranks_reproduce_single_process(tmp_path, tiny_lm, shared_tokenizer,
     out = tmp_path / "rank0.json"
     completed = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(worker), str(HERE / "tiny_lm.py"), str(shard), str(shared_tokenizer), str(out)],
+         str(worker), str(HERE / "tiny_lm.py"), str(shard), str(corpus_tokenizer), str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=240,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]

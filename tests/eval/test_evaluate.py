@@ -31,9 +31,9 @@ def make_stream(sp, text: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def stream(fallback_tokenizer, shakespeare_corpus, multilingual_text) -> np.ndarray:
+def stream(fallback_tokenizer, corpus_text, multilingual_text) -> np.ndarray:
     # Text the tokenizer was not trained on, plus byte-fallback-heavy multilingual text.
-    return make_stream(fallback_tokenizer, shakespeare_corpus[200_000:215_000] + "\n\n" + multilingual_text)
+    return make_stream(fallback_tokenizer, corpus_text[200_000:215_000] + "\n\n" + multilingual_text)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +201,7 @@ def test_errors_are_clear(tiny_lm, tiny_model, stream, tables):
         evaluate_bpb(tiny_model, stream[:SEQ_LEN], tables, seq_len=SEQ_LEN)
     with pytest.raises(EvalError, match=r"stride is 33; it must lie in \[1, seq_len=32\]"):
         evaluate_bpb(tiny_model, stream, tables, seq_len=SEQ_LEN, stride=33)
-    with pytest.raises(EvalError, match="byte tables cover 1024 ids"):
+    with pytest.raises(EvalError, match="byte tables cover 1,024 ids"):
         evaluate_bpb(tiny_model, np.array([1, 5, 2000, 7] * 20), tables, seq_len=SEQ_LEN)
     small = tiny_lm.UniformLM(vocab_size=100)
     with pytest.raises(EvalError, match="model vocabulary 100 is smaller than token id"):

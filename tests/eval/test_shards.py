@@ -32,9 +32,9 @@ def rewrite_header(path, index: int, value: int) -> None:
 
 
 @pytest.fixture
-def real_tokens(shared_tokenizer, shakespeare_text) -> np.ndarray:
-    sp = sentencepiece.SentencePieceProcessor(model_file=str(shared_tokenizer))
-    return np.asarray([1, *sp.encode(shakespeare_text[:20_000])], dtype=np.uint16)
+def real_tokens(corpus_tokenizer, corpus_text) -> np.ndarray:
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(corpus_tokenizer))
+    return np.asarray([1, *sp.encode(corpus_text[:20_000])], dtype=np.uint16)
 
 
 def test_round_trip_of_real_tokens_is_exact_and_memory_mapped(tmp_path, real_tokens):
@@ -82,7 +82,7 @@ def test_wrong_version_names_the_file(tmp_path, real_tokens):
 def test_truncated_payload_is_detected(tmp_path, real_tokens):
     path = write_shard(tmp_path / "cut.bin", real_tokens)
     path.write_bytes(path.read_bytes()[:-3])
-    with pytest.raises(ShardError, match=rf"^{path}: header says {real_tokens.size} tokens .* truncated or corrupt"):
+    with pytest.raises(ShardError, match=rf"^{path}: header says {real_tokens.size:,} tokens .* truncated or corrupt"):
         read_shard(path)
 
 
@@ -99,7 +99,7 @@ def test_count_larger_than_file_and_negative_count(tmp_path, real_tokens):
 def test_file_shorter_than_header(tmp_path):
     path = tmp_path / "tiny.bin"
     path.write_bytes(b"\x00" * 100)
-    with pytest.raises(ShardError, match=rf"^{path}: file is 100 bytes, shorter than the 1024-byte shard header"):
+    with pytest.raises(ShardError, match=rf"^{path}: file is 100 bytes, shorter than the 1,024-byte shard header"):
         read_shard(path)
 
 
@@ -124,3 +124,19 @@ def test_one_bad_shard_in_a_glob_is_named(tmp_path, real_tokens):
     rewrite_header(bad, 0, 1)
     with pytest.raises(ShardError, match=rf"^{bad}: bad magic"):
         load_tokens(tmp_path / "val_*.bin")
+
+
+def test_regression_shards_are_sorted_as_strings_like_the_official_loader(tmp_path):
+    """Bug: paths were sorted as Path objects, which compare part by part: `a/` before
+    `a-b/`. The official loader sorts the strings (`sorted(glob.glob(pattern))`), where
+    '-' (0x2d) sorts before '/' (0x2f): `a-b/` first. The order of the tokens follows."""
+    import glob
+
+    for folder, value in (("a", 1), ("a-b", 2)):
+        (tmp_path / folder).mkdir()
+        write_shard(tmp_path / folder / "val_000000.bin", np.full(3, value, dtype=np.uint16))
+    pattern = str(tmp_path / "a*" / "val_*.bin")
+    official = sorted(glob.glob(pattern))
+    assert [str(path) for path in resolve_shards(pattern)] == official
+    assert official[0].endswith("a-b/val_000000.bin")  # the case where Path order differs
+    assert load_tokens(pattern).tolist() == [2, 2, 2, 1, 1, 1]
