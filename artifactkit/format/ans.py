@@ -26,37 +26,51 @@ Python-step overhead against size. Measured on the 27M-symbol bench model
 0.19 s; 1024 lanes 14,477,533 B (-9.2 KB), 0.65 s / 0.36 s; 512 lanes -10.7 KB
 but 0.88 s / 0.65 s. 1024 buys ~12k int6 parameters for ~0.35 s per round trip.
 
-Context model (`contexts=True`). Rows differ mainly in how peaked their codes
-are (a row's max |w| relative to its spread). The fp16 row scale predicts that
-only when row norms are alike across rows, so instead of deriving the context
-from the scale, the encoder clusters the rows of each bit width into at most
-max(CLASS_COUNTS) classes (rows start in quantiles of their code spread, then
-Lloyd iterations move each row to the table that codes it in the fewest bits),
-picks the class count that minimises the estimated total (code bits + tables +
-row ids), and stores one table per (bits, class) plus each row's class id
-(~5 bits per row, ~0.2 % of the bench model). Measured in
-reports/ans_coder.md: 0.986 of the per-tensor bound whatever the spread of row
-norms, while scale buckets reach 0.986 only when norms are alike and 0.994 /
-0.999 at lognormal sigma 0.3 / 0.6 (before table and coder overhead); and the
-decoder needs no extra code. `contexts=False` stores one table per tensor.
-Scales are therefore not needed to decode; the argument is kept (and its length
-checked) so the interface does not change if a scale-conditioned model of the
-row ids is added later (worth ~0.03-0.07 % on the bench model).
+Context model: which static table codes each code. One mechanism serves every model:
+each row has a table id, each column an offset, and a code's table is
+clip(row id + column offset, first, last table of its tensor's span). The encoder
+picks per bit width (`contexts=True`, "auto") the smallest by estimate of:
 
-Determinism: the same input gives the same bytes on a given numpy build; the
-clustering uses float arithmetic, so another CPU or numpy may choose other
-(equally valid) classes.
+* "levels" (the usual winner on trained weights): a row's id is its scale level,
+  round(8 log2 mean(|code| + 1/2)) over the row, and a column's offset is the same of
+  the column's mean after dividing out each row's, relative to the median column. The
+  tables (at most 64 per bit width, 1/8 octave apart) hold the code distribution at
+  each level of local spread. Trained weights differ in spread by row AND by column
+  (per-row quantization normalises rows only); i.i.d. synthetic rows have no column
+  structure, and there "row-levels" wins.
+* "row-levels": the same with every column offset 0.
+* "classes" (the AKC2 model, kept as a reference; not in "auto"): rows clustered by
+  their own code histograms (quantiles of spread, then Lloyd iterations), one table per
+  class. `contexts=False` ("tensor"): one table per tensor.
+
+Chosen by measurement (bench/ans_real.py, reports/ans_real.md), per int6 codes section
+vs the per-tensor order-0 bound: a model trained here (RTN) 0.9995 (classes) ->
+0.9940 (levels), its GPTQ codes 0.9919 -> 0.9865, all-MiniLM-L6-v2 0.9943 -> 0.9900;
+the synthetic bench model 0.9850 -> 0.9845 (row-levels, reports/ans_coder.md). Also
+measured and not worth their side information or decoder bytes: the previous code in
+the row as a context (no gain); the code above / a linear prediction from the row
+above after a row-similarity order (0.2-0.6 % fewer code bits, more than paid back by
+the permutation); a reference row per row, any earlier one, index and slope stored
+(0.1-0.4 % net, but ~300 more decoder bytes, which the exported loader's size limit
+does not have, and an O(rows^2) search per tensor). The levels' side information
+(~4 bits per row and per column) is about 0.3-0.5 % of a small model's codes and is
+stored, because the decoder's interface has no scales; levels use float arithmetic,
+so another CPU may pick other (equally valid) levels: decoding never recomputes them.
+
+Determinism: the same input gives the same bytes on a given numpy build.
 
 Blob layout (little endian):
-    header  "<4sBBHIIII": magic b"AKC2", precision, row-id width (1|2 bytes),
+    header  "<4sBBHIIII": magic b"AKC3", precision, row-id width (1|2 bytes),
             n_tables, n_lanes, n_words, table-block length,
             CRC32 of (int64 [rows, rows * cols, bits] per tensor, then the int8 symbols)
-    tables  lzma-alone(uint16 freqs[n_tables, 255] over codes -127..127 | row table
-            ids [total rows], uint8 or uint16; rows without codes may hold any id)
-            (b"AKC1", the first version, holds the same block zlib'd and still decodes;
-            lzma is 2.6 KB smaller on the bench model.)
+    tables  lzma-alone(uint16 freqs[n_tables, 255] over codes -127..127
+                       | uint16 [first, last] table of each tensor (any values for a tensor without codes)
+                       | row table ids [total rows], uint8 or uint16
+                       | int8 column offsets [sum of cols over tensors with rows])
     states  uint32[n_lanes]      final encoder states = decoder start states
     words   uint16[n_words]      renormalisation words, in decoding order
+    Older blobs still decode: b"AKC2" has no spans and no column offsets (every code
+    uses its row's table) and b"AKC1" is AKC2 with the table block zlib'd.
 """
 
 from __future__ import annotations
@@ -66,6 +80,7 @@ import lzma
 import struct
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -78,12 +93,18 @@ PRECISION = 14
 LANE_SYMBOLS = 4096
 MIN_LANES = 16
 MAX_LANES = 1024
-# The decoder accepts at most len(shapes) + 224 tables: 32 classes for each of the 7 bit widths.
+MAX_STEPS = 1 << 17  # the decoder's limit on steps (symbols / lanes)
+# The decoder accepts at most len(shapes) + 448 tables: 64 levels for each of the 7 bit widths.
 CLASS_COUNTS = (1, 4, 16, 32)
 LLOYD_ITERATIONS = 2
+LEVEL_RESOLUTIONS = (8, 4, 2)  # scale levels per octave, finest first
+MAX_LEVEL_TABLES = 64  # per bit width
+TABLE_SHARE = 0.0005  # try a coarser resolution only while tables cost more than this share of the codes
+MODELS = ("auto", "levels", "row-levels", "classes", "tensor")
+AUTO_MODELS = ("levels", "row-levels")  # "classes" loses to these on every model measured
 STATE_LOW = 1 << 16
 HEADER = struct.Struct("<4sBBHIIII")
-MAGIC = b"AKC2"
+MAGIC = b"AKC3"
 SECTION = "codes section"
 
 
@@ -91,8 +112,10 @@ levels = int_levels  # largest |code| of symmetric `bits`-bit codes (the schemes
 
 
 def lane_count(total_symbols: int) -> int:
-    """Lanes for a stream of `total_symbols` (0 for an empty stream)."""
-    return int(min(MAX_LANES, max(-(-total_symbols // LANE_SYMBOLS), min(total_symbols, MIN_LANES))))
+    """Lanes for a stream of `total_symbols` (0 for an empty stream); never more than MAX_STEPS
+    steps, which the decoder demands so that a hostile blob cannot ask for millions of steps."""
+    lanes = min(MAX_LANES, max(-(-total_symbols // LANE_SYMBOLS), min(total_symbols, MIN_LANES)))
+    return int(max(lanes, -(-total_symbols // MAX_STEPS)))
 
 
 def quantize_frequencies(counts: np.ndarray, precision: int = PRECISION) -> np.ndarray:
@@ -193,6 +216,123 @@ def _choose_classes(histograms: np.ndarray) -> np.ndarray:
     return best
 
 
+@dataclass
+class _Plan:
+    """The context model of one group of tensors (one bit width, or one tensor): `counts`
+    [tables, alphabet] per local table; per member a local row table in [0, tables) and a
+    column offset; a code's table is clip(row table + column offset, 0, tables - 1)."""
+
+    model: str
+    counts: np.ndarray
+    row_tables: list[np.ndarray]
+    column_offsets: list[np.ndarray]
+
+    @functools.cached_property
+    def code_bytes(self) -> float:
+        return _entropy_bits(self.counts) / 8
+
+    @functools.cached_property
+    def table_bytes(self) -> int:
+        """zlib of the tables at 8 bits (a fast stand-in for lzma of the 16-bit freqs)."""
+        tables = np.where(self.counts > 0, 1 + self.counts * 255 // max(1, int(self.counts.max())), 0)
+        return len(zlib.compress(tables.astype(np.uint8).tobytes(), 9))
+
+    @functools.cached_property
+    def side_bytes(self) -> int:
+        side = np.concatenate([np.zeros(0, np.int64), *self.row_tables, *self.column_offsets])
+        return len(zlib.compress(side.astype(np.int8).tobytes(), 9))
+
+    def estimated_bytes(self) -> float:
+        return self.code_bytes + self.table_bytes + self.side_bytes
+
+
+def _plan_classes(histograms: list[np.ndarray], codes: list[np.ndarray]) -> _Plan:
+    """Row classes clustered by the rows' own code histograms (the AKC2 model)."""
+    stacked = np.concatenate(histograms)
+    nonempty = stacked.sum(axis=1) > 0
+    classes = np.zeros(len(stacked), dtype=np.int64)
+    if nonempty.any():
+        classes[nonempty] = _choose_classes(stacked[nonempty])
+    counts = _class_totals(classes, stacked, int(classes.max()) + 1 if len(classes) else 1)
+    ends = np.cumsum([len(h) for h in histograms])[:-1]
+    return _Plan("classes", counts, np.split(classes, ends), [np.zeros(m.shape[1], np.int64) for m in codes])
+
+
+def scale_logs(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row logs, column logs): log2 of each row's mean of |code| + 1/2, and log2 of each
+    column's mean of the same divided by its row's mean, relative to the median column."""
+    rows, cols = matrix.shape
+    if matrix.size == 0:
+        return np.zeros(rows), np.zeros(cols)
+    magnitude = np.abs(matrix.astype(np.float32)) + np.float32(0.5)
+    row_log = np.log2(magnitude.mean(axis=1, dtype=np.float64))
+    # A matrix-vector product gives every column's mean of |code| / row mean in one pass.
+    column_log = np.log2(np.einsum("rc,r->c", magnitude, np.exp2(-row_log).astype(np.float32)) / rows)
+    return row_log, column_log - np.median(column_log)
+
+
+def _plan_levels(histograms: list[np.ndarray], codes: list[np.ndarray], bits: int,
+                 logs: list[tuple[np.ndarray, np.ndarray]], per_octave: int, columns: bool) -> _Plan:
+    """Tables indexed by scale level at `per_octave` levels per octave: a row's level plus its
+    column's offset (`columns`), or the row's level alone. The window of at most
+    MAX_LEVEL_TABLES levels that holds the most codes is kept; levels outside it use the
+    nearest table."""
+    alphabet = 2 ** bits - 1
+    row_levels = [np.rint(row_log * per_octave).astype(np.int64) for row_log, _ in logs]
+    offsets = [np.clip(np.rint(column_log * per_octave).astype(np.int64), -127, 127) if columns
+               else np.zeros(len(column_log), np.int64) for _, column_log in logs]
+    low = min(int(rows.min()) + int(cols.min()) for rows, cols in zip(row_levels, offsets, strict=True))
+    mass = np.zeros(1, np.int64)
+    for rows, cols in zip(row_levels, offsets, strict=True):
+        # Codes per level (row level + column offset): the convolution of the two histograms.
+        level_counts = np.convolve(np.bincount(rows - rows.min()), np.bincount(cols - cols.min()))
+        start = int(rows.min()) + int(cols.min()) - low
+        mass = np.pad(mass, (0, max(0, start + len(level_counts) - len(mass))))
+        mass[start:start + len(level_counts)] += level_counts
+    tables = min(MAX_LEVEL_TABLES, len(mass))
+    first = low + int(np.convolve(mass, np.ones(tables, np.int64), mode="valid").argmax())
+    row_tables = [np.clip(rows - first, 0, tables - 1) for rows in row_levels]
+    counts = np.zeros((tables, alphabet), np.int64)
+    for matrix, histogram, row_table, offset in zip(codes, histograms, row_tables, offsets, strict=True):
+        if columns:
+            context = np.clip(row_table[:, None] + offset[None, :], 0, tables - 1)
+            counts += np.bincount((context * alphabet + matrix.astype(np.int64) + levels(bits)).ravel(),
+                                  minlength=tables * alphabet).reshape(tables, alphabet)
+        else:
+            counts += _class_totals(row_table, histogram, tables)
+    return _Plan("levels" if columns else "row-levels", counts, row_tables, offsets)
+
+
+def _best_levels(histograms: list[np.ndarray], codes: list[np.ndarray], bits: int, columns: bool,
+                 logs: list[tuple[np.ndarray, np.ndarray]]) -> _Plan:
+    """The levels plan at the resolution estimated smallest: finest first; a coarser one (fewer
+    tables) is tried only while the tables cost more than TABLE_SHARE of the codes (halving the
+    resolution costs more code bits than that, measured)."""
+    best = None
+    for per_octave in LEVEL_RESOLUTIONS:
+        plan = _plan_levels(histograms, codes, bits, logs, per_octave, columns)
+        if best is None or plan.estimated_bytes() < best.estimated_bytes():
+            best = plan
+        if plan.table_bytes < TABLE_SHARE * plan.code_bytes:
+            break
+    return best
+
+
+def _plan_group(model: str, histograms: list[np.ndarray], codes: list[np.ndarray], bits: int) -> _Plan:
+    """The plan of one group (tensors that all have codes) under `model`, or for "auto" the
+    smallest by estimate of AUTO_MODELS."""
+    if model == "classes":
+        return _plan_classes(histograms, codes)
+    if model == "tensor":
+        counts = sum((h.sum(axis=0, keepdims=True) for h in histograms), np.zeros((1, 2 ** bits - 1), np.int64))
+        return _Plan("tensor", counts, [np.zeros(len(h), np.int64) for h in histograms],
+                     [np.zeros(m.shape[1], np.int64) for m in codes])
+    logs = [scale_logs(matrix) for matrix in codes]
+    names = AUTO_MODELS if model == "auto" else (model,)
+    return min((_best_levels(histograms, codes, bits, name == "levels", logs) for name in names),
+               key=_Plan.estimated_bytes)
+
+
 def _check_inputs(shapes: Sequence[tuple[int, int]], scales: Sequence[np.ndarray], bits: Sequence[int]) -> None:
     if not len(shapes) == len(scales) == len(bits):
         raise InputError(describe(SECTION, f"{len(shapes)} tensors but {len(scales)} scale arrays and "
@@ -210,12 +350,17 @@ def _check_inputs(shapes: Sequence[tuple[int, int]], scales: Sequence[np.ndarray
 
 
 def encode_codes(codes: list[np.ndarray], scales: list[np.ndarray], bits: list[int], *,
-                 contexts: bool = True) -> bytes:
+                 contexts: bool | str = True) -> bytes:
     """Entropy-code the int8 code matrices into one self-describing blob.
 
     `codes[i]` is int8 [rows, cols] with values in [-levels(bits[i]), levels(bits[i])];
     `scales[i]` its row scales (length checked only, see the module docstring).
+    `contexts`: True (= "auto": per bit width the model of MODELS estimated smallest), False
+    (= "tensor": one table per tensor), or one model's name to force it.
     Deterministic: the same input gives the same bytes."""
+    model = {True: "auto", False: "tensor"}.get(contexts, contexts) if isinstance(contexts, bool) else contexts
+    if model not in MODELS:
+        raise InputError(describe(SECTION, f"unknown context model {contexts!r}", f"use one of {', '.join(MODELS)}"))
     for index, matrix in enumerate(codes):
         if not isinstance(matrix, np.ndarray) or matrix.dtype != np.int8 or matrix.ndim != 2:
             raise InputError(describe(f"{SECTION} tensor {index}", "codes are not a 2-D int8 array",
@@ -228,43 +373,52 @@ def encode_codes(codes: list[np.ndarray], scales: list[np.ndarray], bits: list[i
                                       f"for {width} bits", "clip codes to the bit width's range"))
 
     histograms = [_row_histograms(matrix, width) for matrix, width in zip(codes, bits, strict=True)]
-    row_ids = [np.zeros(matrix.shape[0], dtype=np.int64) for matrix in codes]
+    # Tensors without codes need no table; the rest are grouped by bit width (or one group each).
+    coded = [i for i, matrix in enumerate(codes) if matrix.size]
+    if model == "tensor":
+        groups = [[i] for i in coded]
+    else:
+        groups = [[i for i in coded if bits[i] == width] for width in sorted({bits[i] for i in coded})]
+    row_ids = [np.zeros(matrix.shape[0], np.int64) for matrix in codes]
+    offsets = [np.zeros(matrix.shape[1] if matrix.shape[0] else 0, np.int64) for matrix in codes]
+    table_range = np.zeros((len(codes), 2), np.int64)
     table_bits: list[int] = []
     table_counts: list[np.ndarray] = []
-    if contexts:
-        for width in sorted(set(bits)):
-            members = [i for i, b in enumerate(bits) if b == width]
-            stacked = np.concatenate([histograms[i] for i in members])
-            nonempty = stacked.sum(axis=1) > 0
-            if not nonempty.any():
-                continue
-            classes = np.zeros(len(stacked), dtype=np.int64)
-            classes[nonempty] = _choose_classes(stacked[nonempty])
-            for cls in range(int(classes[nonempty].max()) + 1):
-                table_bits.append(width)
-                table_counts.append(stacked[nonempty & (classes == cls)].sum(axis=0))
-            global_ids = classes + len(table_bits) - int(classes[nonempty].max()) - 1
-            global_ids[~nonempty] = 0
-            ends = np.cumsum([len(histograms[i]) for i in members])
-            for i, part in zip(members, np.split(global_ids, ends[:-1]), strict=True):
-                row_ids[i] = part
-    else:
-        for index, (matrix, width) in enumerate(zip(codes, bits, strict=True)):
-            row_ids[index] = np.full(matrix.shape[0], len(table_bits), dtype=np.int64)
-            if matrix.size:
-                table_bits.append(width)
-                table_counts.append(histograms[index].sum(axis=0))
-            else:
-                row_ids[index][:] = 0
-    return _encode_stream(codes, bits, row_ids, table_bits, table_counts)
+    for members in groups:
+        width = bits[members[0]]
+        plan = _plan_group(model, [histograms[i] for i in members], [codes[i] for i in members], width)
+        start = len(table_bits)
+        for index, row_table, offset in zip(members, plan.row_tables, plan.column_offsets, strict=True):
+            row_ids[index] = row_table + start
+            offsets[index] = offset
+            table_range[index] = start, start + len(plan.counts) - 1
+        table_bits += [width] * len(plan.counts)
+        table_counts += _filled(plan.counts)
+    return _encode_stream(codes, bits, row_ids, offsets, table_range, table_bits, table_counts)
+
+
+def _filled(counts: np.ndarray) -> list[np.ndarray]:
+    """Tables inside a level window that no code uses still need a valid table: the nearest
+    used one (lzma stores the repeat almost free)."""
+    used = np.flatnonzero(counts.sum(axis=1) > 0)
+    if not len(used):
+        return list(counts)
+    nearest = used[np.clip(np.searchsorted(used, np.arange(len(counts))), 0, len(used) - 1)]
+    return list(counts[nearest])
+
+
+def _table_indices(row_ids: np.ndarray, offsets: np.ndarray, table_range: np.ndarray) -> np.ndarray:
+    """[rows, cols] table of every code: what the decoder computes."""
+    return np.clip(row_ids[:, None] + offsets[None, :], table_range[0], table_range[1])
 
 
 def _encode_stream(codes: list[np.ndarray], bits: list[int], row_ids: list[np.ndarray],
+                   offsets: list[np.ndarray], table_range: np.ndarray,
                    table_bits: list[int], table_counts: list[np.ndarray]) -> bytes:
     precision = PRECISION
     flat = np.concatenate([matrix.ravel() for matrix in codes] + [np.zeros(0, dtype=np.int8)])
     total = len(flat)
-    # Every table spans codes -127..127 (absent codes have frequency 0 and cost zlib next to nothing),
+    # Every table spans codes -127..127 (absent codes have frequency 0 and cost lzma next to nothing),
     # so the decoder needs no per-table alphabet.
     freqs = []
     for width, counts in zip(table_bits, table_counts, strict=True):
@@ -278,13 +432,13 @@ def _encode_stream(codes: list[np.ndarray], bits: list[int], row_ids: list[np.nd
         byte = (np.arange(-127, 128)) & 255
         freq_by_byte[table, byte] = freq
         start_by_byte[table, byte] = np.cumsum(freq) - freq
-    all_ids = np.concatenate(row_ids + [np.zeros(0, dtype=np.int64)])
     symbol_freq = np.empty(total, dtype=np.uint16)
     symbol_start = np.empty(total, dtype=np.uint16)
     offset = 0
-    for matrix, ids in zip(codes, row_ids, strict=True):
-        # Broadcasting the row's table over its columns is ~20x faster than np.repeat.
-        symbol_index = (ids * 256).astype(np.int32)[:, None] + matrix.view(np.uint8)
+    for matrix, ids, column_offsets, span in zip(codes, row_ids, offsets, table_range, strict=True):
+        if not matrix.size:
+            continue
+        symbol_index = _table_indices(ids, column_offsets, span).astype(np.int32) * 256 + matrix.view(np.uint8)
         symbol_freq[offset:offset + matrix.size] = freq_by_byte.ravel()[symbol_index].ravel()
         symbol_start[offset:offset + matrix.size] = start_by_byte.ravel()[symbol_index].ravel()
         offset += matrix.size
@@ -307,8 +461,11 @@ def _encode_stream(codes: list[np.ndarray], bits: list[int], row_ids: list[np.nd
     words = np.concatenate(chunks[::-1] + [np.zeros(0, dtype="<u2")])
 
     id_width = 1 if len(table_bits) <= 256 else 2
+    all_ids = np.concatenate(row_ids + [np.zeros(0, dtype=np.int64)])
     table_block = (np.concatenate(freqs + [np.zeros(0, dtype=np.int64)]).astype("<u2").tobytes()
-                   + all_ids.astype(f"<u{id_width}").tobytes())
+                   + table_range.astype("<u2").tobytes()
+                   + all_ids.astype(f"<u{id_width}").tobytes()
+                   + np.concatenate(offsets + [np.zeros(0, dtype=np.int64)]).astype("i1").tobytes())
     compressed_tables = compress_table_block(table_block)
     # The checksum also covers rows, size and bit width of each tensor, so decoding with the wrong
     # shapes fails; (0, n) and (0, 0) count as the same empty tensor.
