@@ -1,5 +1,6 @@
-"""Quantization damage at equal bits: round-to-nearest with the seed's percentile clip,
-round-to-nearest with std clips, and GPTQ, on a checkpoint trained by `train` on this
+"""Quantization damage at equal bits: round-to-nearest with the seed's own clip rule (one
+percentile per tensor, scale floored at 1/levels: what `--policy seed` packs), our per-row
+percentile and std clips, and GPTQ, on a checkpoint trained by `train` on this
 machine. Every method is measured in the same run on the same tokens:
 
     python bench/quant.py [--run-dir runs/bench_quant] [--iterations 300] [--calib-seqs 64]
@@ -63,11 +64,13 @@ SETTINGS = {  # bit width per category
     "int4 attn/mlp (embed/other 8)": {"attn": 4, "mlp": 4, "embed": 8, "other": 8},
 }
 # (label, clip rule, GPTQ: None for round-to-nearest | (act_order, search_clip)) — the
-# first is the seed's method, the baseline of the ratio. `search_clip` picks each row's
+# first is the seed's method (its packer's clip rule exactly, tests/artifactkit/
+# test_seed_policy.py), the baseline of the ratio; "percentile" is our per-row refinement. `search_clip` picks each row's
 # clip among the rule's candidates by the GPTQ-propagated output error d H d^T instead of
 # the row's own rounding MSE (`artifactkit.gptq.gptq_quantize`).
 METHODS = (
-    ("RTN, percentile clip (seed)", "percentile", None),
+    ("RTN, seed's rule: one percentile per tensor, scale >= 1/levels (seed)", "seed", None),
+    ("RTN, per-row percentile clip", "percentile", None),
     ("RTN, std clip k=12.5", "std:12.5", None),
     ("RTN, std clip k searched per row (mse)", "mse", None),
     ("GPTQ, percentile clip", "percentile", (False, False)),
@@ -203,7 +206,8 @@ def main() -> None:
                 continue
             fit_seconds = time.perf_counter() - begin
             bpb = val_bpb(read_artifact(fitted.packed.data).state_dict())
-            counts = Counter(row["bits"] for row in fitted.plan_rows())
+            # int widths, and float schemes (fit's keep-float candidates) by name
+            counts = Counter(f"int{row['bits']}" if row["bits"] else str(row["scheme"]) for row in fitted.plan_rows())
             fit_rows.append((budget_label, damage, budget, fitted.packed.artifact_bytes, bpb, bpb - float_bpb,
                              dict(sorted(counts.items())), fitted.line.headroom, fitted.smallest_step_bytes,
                              fit_seconds))
@@ -237,13 +241,17 @@ def render_report(args, checkpoint, float_bpb, rows, fit_rows, gptq_seconds, sec
         "below the default 65,536 threshold); control tensors fp32, small ones fp16; codec lzma",
         "- matrices without a Hessian (the BigramHash embedding, a lookup only) are round-to-nearest in every row;"
         " the tied token embedding gets GPTQ from its use as the output head (its lookup side is not in H)",
+        f"- baseline of the ratio: **{METHODS[0][0]}**, the seed's packer's clip rule exactly (`--clip seed`, as "
+        "`--policy seed` uses it; the bits per row are the setting's, and small / control tensors follow this "
+        "bench's policy, not the seed's ordering). \"percentile\" rows pick the best of the same 5 percentiles "
+        "per row, without the floor: our refinement, not the seed's method",
         "- \"searched through GPTQ\": every candidate clip of the rule (percentile: the 5 seed percentiles; mse: "
         "k*std for 20 k in 2..20, and max|w|) goes through GPTQ and each row keeps the candidate with the least "
         "calibration output error d H d^T; bits, codes and scales are stored exactly as for any other row",
         "- Δbpb is paired (same tokens, same windows); no confidence interval is computed, so differences of a "
         "few 1e-4 (e.g. among the int6-mixed rows) should not be read as real",
         "",
-        "| bits | method | artifact bytes | val_bpb | Δbpb (roundtrip − float) | Δbpb / seed's Δbpb |",
+        "| bits | method | artifact bytes | val_bpb | Δbpb (roundtrip − float) | Δbpb / seed method's Δbpb |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for setting, label, size, bpb, delta in rows:
@@ -253,7 +261,7 @@ def render_report(args, checkpoint, float_bpb, rows, fit_rows, gptq_seconds, sec
     lines.append(f"Recommended variant (fixed in the bench, not re-picked per run; chosen in the issue-7 experiments "
                  f"on this checkpoint and val shard, so it carries some selection bias): **{RECOMMENDED}**. "
                  "Bytes are the whole lzma artifact; at the same bits a clip that uses more of the code range "
-                 "compresses less, so the byte change against the seed is given next to each ratio.")
+                 "compresses less, so the byte change against the seed method is given next to each ratio.")
     lines.append("")
     for setting in SETTINGS:
         seed = seed_delta[setting]
@@ -270,7 +278,7 @@ def render_report(args, checkpoint, float_bpb, rows, fit_rows, gptq_seconds, sec
             continue
         verdict = "met" if chosen <= 0.5 * seed else "NOT met"
         lines.append(f"- {setting}: seed Δ {seed:+.6f}; **recommended Δ {chosen:+.6f} (ratio {chosen / seed:.2f}, "
-                     f"bytes {byte_change:+.1%} vs seed) -> {verdict}**; GPTQ with the seed's percentile clip "
+                     f"bytes {byte_change:+.1%} vs seed) -> {verdict}**; GPTQ with the per-row percentile clip "
                      f"Δ {same_clip:+.6f} (ratio {same_clip / seed:.2f}); lowest GPTQ row ({best_label}) "
                      f"Δ {best:+.6f} (ratio {best / seed:.2f})")
     if fit_rows:
@@ -287,7 +295,7 @@ def render_report(args, checkpoint, float_bpb, rows, fit_rows, gptq_seconds, sec
                              f"(matrices without a Hessian stay at the policy's int8) | | | | | | "
                              f"{uniform[setting]:+.6f} | {fit_seconds:.0f} s |")
                 continue
-            widths = ", ".join(f"int{bits}: {count}" for bits, count in counts.items())
+            widths = ", ".join(f"{kind}: {count}" for kind, count in counts.items())
             lines.append(f"| {setting} ({budget:,}) | {damage} | {size:,} | {headroom:,} | "
                          f"{'none' if step is None else f'{step:,}'} | {widths} | {bpb:.6f} | {delta:+.6f} | "
                          f"{uniform[setting]:+.6f} | {fit_seconds:.0f} s |")

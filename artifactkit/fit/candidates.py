@@ -46,9 +46,14 @@ from artifactkit.quantize.lqer import DEFAULT_GROUP, lowrank_factors
 
 DEFAULT_BITS_CHOICES = (4, 5, 6, 7, 8)
 DEFAULT_CLIP_CHOICES = ("percentile", "mse")
-# Steps in row standard deviations: geometric from 0.12 (int8, k = 15) to 1.0 (int5, k = 15);
-# the records' int6 k = 13 is a step of 0.42, their int7 embedding k = 15 a step of 0.24.
-DEFAULT_STEP_GRID = (0.12, 0.145, 0.175, 0.21, 0.25, 0.3, 0.36, 0.43, 0.52, 0.62, 0.75, 0.88, 1.0)
+# Steps in row standard deviations: geometric (x ~1.2) from 0.12 (int8, k = 15) to 2.1 (int4,
+# k = 14.7); the records' int6 k = 13 is a step of 0.42, their int7 embedding k = 15 a step of
+# 0.24. The steps above 1.0 are the low-byte end: a record re-tuned to k x 2.4 (int6 step 1.0,
+# int8 embedding step 0.28) is smaller than any plan a grid ending at 1.0 can make, and the
+# knapsack needs coarse steps for the insensitive matrices to keep the sensitive ones fine
+# (bench/frontier.py, reports/frontier.md).
+DEFAULT_STEP_GRID = (0.12, 0.145, 0.175, 0.21, 0.25, 0.3, 0.36, 0.43, 0.52, 0.62, 0.75, 0.88, 1.0,
+                     1.2, 1.45, 1.75, 2.1)
 MIN_CLIP_STDS = 12.0  # a step's width is the narrowest whose range reaches this many row stds
 DEFAULT_LQER_RANK = 4
 

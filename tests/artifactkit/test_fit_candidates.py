@@ -71,7 +71,7 @@ def test_sdclip_step_bytes_fall_as_the_step_grows(checkpoint):
     assert errors[0] < errors[-1]  # and more damage
     # each step's width is the narrowest that still reaches 12 row stds
     assert [c.bits for c in steps] == [width_for_step(s, (4, 5, 6, 7, 8)) for s in options.step_grid]
-    assert (steps[0].bits, steps[-1].bits) == (8, 5)  # 0.12 x 127 >= 12 > 0.12 x 63; 1.0 x 15 >= 12 > 1.0 x 7
+    assert (steps[0].bits, steps[-1].bits) == (8, 4)  # 0.12 x 127 >= 12 > 0.12 x 63; 2.1 x 7 >= 12 > 2.1 x 3
 
 
 def test_keep_float_when_the_budget_allows_everything(checkpoint, tmp_path):
