@@ -945,7 +945,6 @@ def render_plot(runs: list[RunInfo], points: list[Point], analysis: dict[str, di
             axis.grid(alpha=0.3)
             if row == 0:
                 axis.set_title(f"seed {run.name} ({run.role}): every pipeline; float val_bpb {run.float_bpb:.4f}")
-                axis.legend(fontsize=7, loc="upper right")
             elif zoom_points:
                 low = min(p.bytes for p in zoom_points) / 1e6
                 high = max(p.bytes for p in zoom_points) / 1e6
@@ -955,7 +954,13 @@ def render_plot(runs: list[RunInfo], points: list[Point], analysis: dict[str, di
                 axis.set_ylim(min(0.0, min(visible)) - 0.001, max(visible) * 1.1 + 0.001)
                 axis.set_title(f"seed {run.name}: zoom on the record pipeline's range (labels: k multiplier; "
                                "fit budget)")
-    figure.tight_layout()
+    # One legend for all panels, below them, so no panel's points hide behind it.
+    legend: dict[str, Any] = {}
+    for axis in axes.flat:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    figure.legend(list(legend.values()), list(legend), loc="lower center", ncol=2, fontsize=9, frameon=False)
+    figure.tight_layout(rect=(0, 0.04 + 0.018 * math.ceil(len(legend) / 2), 1, 1))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
