@@ -9,7 +9,8 @@
 #   bench/gpu_check.sh --dry-run            # the same steps on the CPU, tiny sizes (< 2 min)
 #   bench/gpu_check.sh --data DIR --tokenizer TOK.model   # FineWeb-format shards instead of
 #                                           # the embedded corpus (no network is needed either way)
-#   options: --out DIR (default runs/gpu_check), --report FILE (default reports/gpu_check.md)
+#   options: --out DIR (default runs/gpu_check), --report FILE (default reports/gpu_check.md),
+#            --python EXE (default: python on PATH, e.g. .venv/bin/python)
 #
 # Without --data the embedded corpus is used; its validation split is far below 8M tokens,
 # so the eval shard is the validation tokens repeated up to 8,388,608 (timing only: the
@@ -19,6 +20,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DRY_RUN=0
+PYTHON=python
 OUT="$ROOT/runs/gpu_check"
 REPORT="$ROOT/reports/gpu_check.md"
 DATA=""
@@ -30,7 +32,8 @@ while [[ $# -gt 0 ]]; do
     --report) REPORT="$2"; shift 2 ;;
     --data) DATA="$2"; shift 2 ;;
     --tokenizer) TOKENIZER="$2"; shift 2 ;;
-    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --python) PYTHON="$2"; shift 2 ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown option $1; see bench/gpu_check.sh --help" >&2; exit 2 ;;
   esac
 done
@@ -38,7 +41,6 @@ if [[ -n "$DATA" && -z "$TOKENIZER" ]]; then
   echo "error: --data needs --tokenizer (the SentencePiece model of those shards)" >&2; exit 2
 fi
 
-PYTHON="${PYTHON:-python}"
 cd "$ROOT"
 mkdir -p "$OUT"
 STARTED=$(date +%s)
