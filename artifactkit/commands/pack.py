@@ -5,16 +5,19 @@ from __future__ import annotations
 from collections import defaultdict
 
 import click
+from click.core import ParameterSource
 
 from artifactkit.budget import RULE_TEXT, BudgetLine, count_code
 from artifactkit.checkpoint import load_checkpoint
 from artifactkit.commands._framework import emit_json, guarded, note
 from artifactkit.commands._options import (
+    EXISTING_FILE,
     budget_options,
     build_policy,
     code_paths,
     codec_option,
     debug_option,
+    device_option,
     input_file,
     json_option,
     load_rules,
@@ -23,7 +26,8 @@ from artifactkit.commands._options import (
     rules_option,
 )
 from artifactkit.errors import CheckFailed
-from artifactkit.format.akit import PackedArtifact, write_artifact
+from artifactkit.fit.record import RECIPE_NAMES, RecordRecipe, option_help, quantize_checkpoint
+from artifactkit.format.akit import PackedArtifact, encode_artifact, write_artifact
 from artifactkit.io import refuse_overwriting_inputs
 from artifactkit.plan.policy import parse_bits
 from artifactkit.roundtrip.packing import pack_checkpoint
@@ -57,11 +61,64 @@ def category_summary(entries: list) -> list[tuple]:
     return [(c, s, n, fmt_int(p)) for (c, s), (n, p) in sorted(totals.items())]
 
 
-@click.command("pack")
+# Options that choose schemes by policy; a recipe chooses them itself.
+POLICY_PARAMETERS = {"policy_name": "--policy", "bits": "--bits", "bits_for": "--bits-for", "clip": "--clip"}
+RECIPE_ONLY_PARAMETERS = {"recipe_options": "--recipe-option", "calib": "--calib", "model_ref": "--model",
+                          "config_path": "--config"}
+
+
+def recipe_epilog() -> str:
+    lines = ["\b", "--recipe-option keys (KEY=VALUE, repeatable; default in brackets):"]
+    lines += [f"  {name} [{default}]: {text}" for name, default, text in option_help()]
+    return "\n".join(lines)
+
+
+def _given(ctx: click.Context, names: dict[str, str]) -> list[str]:
+    return [flag for name, flag in names.items()
+            if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
+
+
+def pack_with_recipe(checkpoint: str, recipe_options: tuple[str, ...], calib: str | None, model_ref: str | None,
+                     config_path: str | None, device: str, rules_path: str | None, codec: str) -> PackedArtifact:
+    """`--recipe record`: calibrate on training shards, quantize as the record does, encode."""
+    ctx = click.get_current_context()
+    clashing = _given(ctx, POLICY_PARAMETERS)
+    if clashing:
+        raise click.UsageError(f"{', '.join(clashing)} cannot be combined with --recipe: the recipe chooses "
+                               "every scheme itself; change it with --recipe-option KEY=VALUE instead")
+    if not calib:
+        raise click.UsageError("--recipe record needs --calib 'train_*.bin': its GPTQ is calibrated on training "
+                               "shards (validation shards are refused), or --calib self")
+    recipe = RecordRecipe().with_options(recipe_options)
+    model, loaded = quantize_checkpoint(checkpoint, recipe, calib, model=model_ref, config=config_path,
+                                        device=device, user_rules=load_rules(rules_path))
+    for message in loaded.notices:
+        note(message)
+    for message in model.meta.get("recipe_notices", []):
+        note(f"notice: {message}")
+    return encode_artifact(model, codec)
+
+
+@click.command("pack", epilog=recipe_epilog())
 @input_file("checkpoint", "CHECKPOINT")
 @output_option("the .akit artifact")
 @policy_options
 @codec_option
+@click.option("--recipe", "recipe_name", type=click.Choice(RECIPE_NAMES), default=None,
+              help="Quantize with a named recipe instead of a policy. record: the public leaderboard's pipeline "
+                   "(GPTQ act-order on training-shard Hessians, SDClip scales k*std(row)/R with k 13 attn, 12 MLP, "
+                   "15 embedding, int6 matrices, int7 tied embedding, fp16 tensors <= 65,536 elements, LQER rank 4 "
+                   "on the 3 matrices with the largest error); needs --calib. See the keys below.")
+@click.option("--recipe-option", "recipe_options", multiple=True, metavar="KEY=VALUE",
+              help="Change one recipe setting, e.g. k_mult=1.1 or embed_bits=8; repeatable.")
+@click.option("--calib", default=None, metavar="GLOB|self",
+              help="With --recipe: TRAINING shards to calibrate GPTQ on (validation shards are refused), or "
+                   "'self' for text the model samples itself (slow on a CPU).")
+@click.option("--model", "model_ref", metavar="MODULE:FUNCTION",
+              help="With --recipe: model factory for calibration, overriding the checkpoint's 'arch'.")
+@click.option("--config", "config_path", type=EXISTING_FILE,
+              help="With --recipe: JSON object passed to the factory instead of the checkpoint's 'config'.")
+@device_option
 @rules_option
 @budget_options
 @click.option("--strict", is_flag=True,
@@ -70,24 +127,38 @@ def category_summary(entries: list) -> list[tuple]:
 @debug_option
 @guarded
 def pack_command(checkpoint: str, output: str, policy_name: str, bits: str | None, bits_for: tuple[str, ...],
-                 clip: str | None, codec: str, rules_path: str | None, code_files: tuple[str, ...], budget: int,
-                 code_rule: str, strict: bool, as_json: bool) -> None:
+                 clip: str | None, codec: str, recipe_name: str | None, recipe_options: tuple[str, ...],
+                 calib: str | None, model_ref: str | None, config_path: str | None, device: str,
+                 rules_path: str | None, code_files: tuple[str, ...], budget: int, code_rule: str, strict: bool,
+                 as_json: bool) -> None:
     """Quantize CHECKPOINT under a policy and write a self-describing, pickle-free
     .akit artifact. Same input and options give a byte-identical file.
 
     CHECKPOINT may be an artifactkit checkpoint, a raw state dict (torch.save) or a
     .safetensors file. Parameter banks are expanded for classification and
     quantization, and restored by `unpack`.
+
+    With --recipe record, the schemes come from the record recipe instead of a
+    policy: e.g. `artifactkit pack ckpt.pt --recipe record --calib 'data/train_*.bin'
+    -o record.akit [--recipe-option k_mult=1.1]`.
     """
-    refuse_overwriting_inputs({"-o": output}, [checkpoint, rules_path, *code_files])
-    loaded = load_checkpoint(checkpoint)
-    for message in loaded.notices:
-        note(message)
-    policy = build_policy(policy_name, bits, bits_for, clip)
-    packed_checkpoint = pack_checkpoint(loaded, policy, codec, load_rules(rules_path), parse_bits(bits))
-    packed = packed_checkpoint.packed
-    for message in [*packed.model.notices, *packed_checkpoint.notices]:
-        note(message)
+    refuse_overwriting_inputs({"-o": output}, [checkpoint, rules_path, config_path, *code_files])
+    if recipe_name is None:
+        stray = _given(click.get_current_context(), RECIPE_ONLY_PARAMETERS)
+        if stray:
+            raise click.UsageError(f"{', '.join(stray)} apply only with --recipe record; add --recipe record "
+                                   "or drop them")
+        loaded = load_checkpoint(checkpoint)
+        for message in loaded.notices:
+            note(message)
+        policy = build_policy(policy_name, bits, bits_for, clip)
+        packed_checkpoint = pack_checkpoint(loaded, policy, codec, load_rules(rules_path), parse_bits(bits))
+        packed = packed_checkpoint.packed
+        for message in [*packed.model.notices, *packed_checkpoint.notices]:
+            note(message)
+    else:
+        packed = pack_with_recipe(checkpoint, recipe_options, calib, model_ref, config_path, device, rules_path,
+                                  codec)
     problems = []
     guard = packed.model.classification.guard_message()
     if guard:

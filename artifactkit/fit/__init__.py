@@ -6,6 +6,7 @@
 | `sensitivity` | calibration (Hessians, lookup counts) and the per-role output KL that scales damage to nats |
 | `knapsack` | the multiple-choice knapsack and the greedy steps that spend the last bytes |
 | `pipeline` | the `fit` steps: calibrate, build groups, scale damage, solve, verify with real packs |
+| `record` | the public record's pipeline as a named recipe (`RecordRecipe`): SDClip GPTQ, int7 embedding, LQER |
 
 After `format` (candidate bytes are measured with the real codec) and `roundtrip`
 (calibration builds the model from its factory); imports every earlier stage.
