@@ -624,7 +624,7 @@ def chosen_lqer_rank(points: list[Point], ranks: tuple[int, ...]) -> tuple[int, 
         return ranks[0], "no record-fraction budget where every setting fit; the first setting is used"
     means = {rank: sum(by_rank[rank][f] for f in common) / len(common) for rank in ranks}
     best = min(ranks, key=lambda rank: (means[rank], ranks.index(rank)))
-    detail = ", ".join(f"{fit_label(rank)}: {means[rank]:+.5f}" for rank in ranks)
+    detail = ", ".join(f"{fit_label(rank)}: {means[rank]:+.6f}" for rank in ranks)
     return best, f"mean Δbpb over the {len(common)} record-fraction budgets on seed A: {detail}"
 
 
@@ -735,6 +735,29 @@ def lrzip_version() -> str:
     return (result.stdout or result.stderr).strip().splitlines()[0]
 
 
+def result_summary(analysis: dict[str, Any], name: str) -> list[str]:
+    """The three targets on the reported seed, one line each (the tables below have the rows)."""
+    if not analysis:
+        return []
+    one = [row["ratio"] for row in analysis["equal_bytes"] if row["ratio"] is not None]
+    two = analysis["equal_damage"]
+    three = (analysis["default_pack"] or {}).get("ratio")
+    lines = [f"## Result on seed {name} (reported)", ""]
+    if one:
+        lines.append(f"1. Equal bytes, fit Δbpb ≤ 0.5 × the best re-tuned record point that fits: met at "
+                     f"{sum(r <= 0.5 for r in one)} of {len(one)} budgets with a record point to compare "
+                     f"(ratios {min(one):.2f} to {max(one):.2f}).")
+    if two:
+        lines.append(f"2. At each record-frontier point's Δbpb, fit's bytes ≤ 0.90 ×: met for {sum(r['met'] for r in two)} "
+                     f"of {len(two)} frontier points"
+                     + "".join(f"; not met at {r['record']} (record Δbpb {fmt_pm(r['record_delta'], r['record_se'])}, "
+                               f"fit {fmt_pm(r['fit_delta'], r['fit_se'])})" for r in two if not r["met"]) + ".")
+    if three is not None:
+        lines.append(f"3. At the default int6 pack's bytes, fit Δbpb ≤ 0.5 × the pack's: ratio {three:.2f} "
+                     f"({'met' if three <= 0.5 else 'not met'}).")
+    return lines + [""]
+
+
 def render_report(runs: list[RunInfo], points: list[Point], analysis: dict[str, dict], settings: Settings,
                   command: str, seconds: float, record_variant: str, plot_name: str) -> str:
     reported = next((r for r in runs if r.role == "reported"), runs[-1])
@@ -773,6 +796,7 @@ def render_report(runs: list[RunInfo], points: list[Point], analysis: dict[str, 
         "both checkpoints and its frontier is taken from each checkpoint's own points, which favours the record "
         "(it is tuned on the checkpoint it is scored on).",
         "",
+        *result_summary(analysis.get(reported.name, {}), reported.name),
         "## Pipelines",
         "",
         "- **public baseline**: `artifactkit pack --policy int8 --codec zlib` (per-row int8, the baseline's clip).",
