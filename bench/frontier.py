@@ -42,6 +42,7 @@ import shlex
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -256,8 +257,10 @@ def held_out_tokens(sp) -> np.ndarray:
     from train.data import encode_documents
 
     seen = {document.digest for document in embedded_documents()}
-    documents = [document for module in HELD_OUT_MODULES if module not in DOCSTRING_MODULES
-                 for document in module_docstrings(module) if document.digest not in seen]
+    with warnings.catch_warnings():  # finding lib2to3.pytree imports lib2to3, deprecated since 3.11
+        warnings.simplefilter("ignore", DeprecationWarning)
+        documents = [document for module in HELD_OUT_MODULES if module not in DOCSTRING_MODULES
+                     for document in module_docstrings(module) if document.digest not in seen]
     return np.asarray(encode_documents(sp, documents))
 
 

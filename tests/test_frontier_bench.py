@@ -175,3 +175,25 @@ def test_smoke_every_listed_point_is_a_real_file_of_that_size(smoke) -> None:
     text = (smoke / "frontier.md").read_text()
     for point in measured:
         assert f"{point['bytes']:,}" in text
+
+
+def test_held_out_validation_is_corpus_text_the_corpus_does_not_contain() -> None:
+    """The bench extends the embedded corpus's short validation split with standard-library
+    docstrings of modules outside the corpus's list: real text, BOS before each document,
+    and no document whose text the corpus (train or validation) already holds."""
+    if not SHARED_TOKENIZER.is_file():
+        pytest.skip(f"{SHARED_TOKENIZER} is absent (the shared folder beside the repository)")
+    import sentencepiece
+
+    from train.corpus import DOCSTRING_MODULES, embedded_documents, module_docstrings
+    from train.data import encode_documents
+
+    frontier = load_bench("frontier")
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(SHARED_TOKENIZER))
+    tokens = frontier.held_out_tokens(sp)
+    assert not set(frontier.HELD_OUT_MODULES) & set(DOCSTRING_MODULES)
+    assert len(tokens) > frontier.MIN_VAL_TOKENS // 2  # with the 27k of the split, past 65,536
+    seen = {document.digest for document in embedded_documents()}
+    documents = [d for module in frontier.HELD_OUT_MODULES for d in module_docstrings(module) if d.digest not in seen]
+    assert np.array_equal(tokens, encode_documents(sp, documents))
+    assert all(d.digest not in seen for d in documents) and len(documents) > 100
