@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import sentencepiece
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -91,3 +92,14 @@ def no_fallback_tokenizer(corpus_text) -> sentencepiece.SentencePieceProcessor:
         hard_vocab_limit=False, num_threads=1, minloglevel=2,
     )
     return sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: a second intra-op thread buys nothing, and on a busy 2-core machine its
+    spin-waiting costs many times the CPU time. Restored after each test. Modules opt in
+    with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

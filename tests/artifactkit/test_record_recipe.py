@@ -46,12 +46,7 @@ TIE_ROW = [0.7143970727920532, 1.830551266670227, -0.8828417062759399, -0.613341
            0.3146532475948334]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def record_reference_gptq(weight: torch.Tensor, hessian: torch.Tensor, clip_sigmas: float, clip_range: int,

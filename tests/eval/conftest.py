@@ -12,7 +12,6 @@ from types import ModuleType
 
 import pytest
 import sentencepiece
-import torch
 
 HERE = Path(__file__).resolve().parent
 
@@ -25,13 +24,9 @@ MULTILINGUAL = (
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These models are tiny: a second intra-op thread buys nothing, and on a busy 2-core
-    machine its spin-waiting costs 10x the CPU time. Restored after each test."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread_everywhere(one_torch_thread):
+    """Every eval test runs on one intra-op thread (tests/conftest.py says why)."""
     yield
-    torch.set_num_threads(previous)
 
 
 def load_tiny_lm() -> ModuleType:
