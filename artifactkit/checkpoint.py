@@ -101,6 +101,9 @@ def check_torch_zip(source: str | Path | bytes, where: object, what: str = "PyTo
     try:
         with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as archive:
             entries = archive.infolist()
+    # What zipfile raises on damaged or foreign archives: a bad directory (BadZipFile), a
+    # ZIP64 record without ZIP64 support, lying offsets (ValueError, OSError, EOFError),
+    # an unsupported compression method or encryption (NotImplementedError).
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError) as exc:
         raise InputError(f"{where}: not a readable {what} (a broken zip archive: {exc}); the file is damaged or "
                          "not written by torch.save") from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,3 +32,14 @@ def minilm_path() -> Path | None:
         return None
     candidate = Path(next(iter(spec.submodule_search_locations))) / "model" / "model.safetensors"
     return candidate if candidate.is_file() else None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what `platform` knows."""
+    fallback = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return fallback
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+              if line.startswith("model name")]
+    return models[0] if models else fallback

@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))  # the repo root, installed or not
 sys.path.append(str(ROOT / "bench"))  # for record_codec; last, so bench/train.py never shadows the train package
 
 import record_codec  # noqa: E402
+from bench_common import cpu_model  # noqa: E402
 
 from artifactkit.checkpoint import LoadedCheckpoint, load_checkpoint  # noqa: E402
 from artifactkit.errors import CheckFailed  # noqa: E402
@@ -708,14 +709,7 @@ def machine_line() -> str:
         load_text = f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end"
     except OSError:
         load_text = "load average unknown"
-    cpu = platform.processor() or platform.machine()
-    try:
-        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")]
-        cpu = models[0] if models else cpu
-    except OSError:
-        pass
-    return (f"{cpu} ({os.cpu_count()} cores, shared with other "
+    return (f"{cpu_model()} ({os.cpu_count()} cores, shared with other "
             f"engineers' jobs; {load_text}), Python {platform.python_version()}, torch {torch.__version__}")
 
 

@@ -65,7 +65,8 @@ def seed_namespace() -> dict:
 
 
 def seed_args_defaults() -> dict[str, object]:
-    """The literal defaults of the seed's `Args` (`int(os.environ.get('X', default))`)."""
+    """The default values written in the seed script's `Args` class, parsed from its source
+    (each is the second argument of the call there; nothing is read at run time)."""
     args = next(node for node in _seed_tree().body if isinstance(node, ast.ClassDef) and node.name == "Args")
     defaults = {}
     for node in args.body:
