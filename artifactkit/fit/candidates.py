@@ -28,7 +28,6 @@ candidate's damage is the scaled sum.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -307,9 +306,4 @@ def build_group(name: str, category: str, tensor: torch.Tensor, stats: MatrixSta
                 policy_scheme: Scheme, options: CandidateOptions, device: torch.device) -> Group:
     """Every candidate of one matrix (see the module docstring), bytes and terms measured."""
     return GroupBuilder(name, category, tensor, stats, policy, options, device).build(policy_scheme)
-
-
-def restored_weights(groups: list[Group], plan: list[int]) -> Mapping[str, torch.Tensor]:
-    """name -> the float32 weight each group's chosen candidate restores to."""
-    return {group.name: group.entries[index].restored() for group, index in zip(groups, plan, strict=True)}
 

@@ -30,7 +30,7 @@ and the codecs are deterministic, and every tie is broken by index.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ from artifactkit.fit.knapsack import (
 from artifactkit.fit.sensitivity import Calibration, CalibrationRequest, collect_calibration, kl_sensitivities
 from artifactkit.format.akit import DEFAULT_CODEC, PackedArtifact, encode_artifact
 from artifactkit.plan.banks import expand_banks
-from artifactkit.plan.classify import Classification, UserRules, classify_state_dict
+from artifactkit.plan.classify import UserRules, classify_state_dict
 from artifactkit.plan.policy import Policy, default_policy
 from artifactkit.quantize.apply import QuantizedModel, quantize_state_dict
 from artifactkit.roundtrip.packing import checkpoint_meta
@@ -200,7 +200,7 @@ def _calibrate(checkpoint_path: str | Path, options: FitOptions) -> _Setup:
     return _Setup(checkpoint, policy, device, code_bytes, DAMAGE_WEIGHT, None, notices)
 
 
-def _build_groups(setup: _Setup, options: FitOptions) -> tuple[list[Group], list[str], Classification]:
+def _build_groups(setup: _Setup, options: FitOptions) -> tuple[list[Group], list[str]]:
     expanded, _ = expand_banks(setup.checkpoint.state_dict)
     classification = classify_state_dict(expanded, options.user_rules, setup.policy.small_threshold)
     guard = classification.guard_message()
@@ -239,7 +239,7 @@ def _build_groups(setup: _Setup, options: FitOptions) -> tuple[list[Group], list
         say(f"measuring {info.name} ({number}/{len(searchable)})")
         groups.append(build_group(info.name, info.category, tensor, stats, setup.policy, scheme, candidate_options,
                                   setup.device))
-    return groups, fixed, classification
+    return groups, fixed
 
 
 def _scale_damage(setup: _Setup, groups: list[Group], options: FitOptions) -> None:
@@ -259,8 +259,7 @@ class _Packer:
     """Real packs of plans: the base model (every tensor as the policy stores it) built
     once, each plan's chosen entries swapped in."""
 
-    def __init__(self, setup: _Setup, groups: list[Group], options: FitOptions,
-                 classification: Classification) -> None:
+    def __init__(self, setup: _Setup, groups: list[Group], options: FitOptions) -> None:
         checkpoint = setup.checkpoint
         self.meta = {**checkpoint_meta(checkpoint), "fit": {"damage_proxy": setup.damage_proxy, "seed": options.seed}}
         self.base = quantize_state_dict(checkpoint.state_dict, setup.policy, options.user_rules, self.meta)
@@ -382,9 +381,9 @@ class FitProblem:
 def prepare_fit(checkpoint_path: str | Path, options: FitOptions) -> FitProblem:
     """Calibrate, build every group's candidates and scale their damage (steps 1-3)."""
     setup = _calibrate(checkpoint_path, options)
-    groups, fixed, classification = _build_groups(setup, options)
+    groups, fixed = _build_groups(setup, options)
     _scale_damage(setup, groups, options)
-    return FitProblem(checkpoint_path, setup, groups, fixed, _Packer(setup, groups, options, classification))
+    return FitProblem(checkpoint_path, setup, groups, fixed, _Packer(setup, groups, options))
 
 
 def fit_checkpoint(checkpoint_path: str | Path, options: FitOptions) -> FitResult:
@@ -412,12 +411,3 @@ def solve_budget(problem: FitProblem, options: FitOptions) -> FitResult:
                      solution.overhead, smallest_step(costs, damages, solution.plan, solution.rejected),
                      packer.count, len(solution.rejected), list(fixed), setup.notices + solution.notices,
                      solution.policy_plan_damage)
-
-
-def restored_state_dict(result: FitResult, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The expanded state dict with each fitted matrix as its chosen candidate restores it
-    (for measuring a plan's damage without writing it)."""
-    expanded, _ = expand_banks(state_dict)
-    for group, index in zip(result.groups, result.plan, strict=True):
-        expanded[group.name] = group.entries[index].restored().to(expanded[group.name].dtype)
-    return expanded

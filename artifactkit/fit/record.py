@@ -68,6 +68,7 @@ from artifactkit.quantize.intn import QuantizedTensor, quantize_with_scales, rel
 from artifactkit.quantize.lqer import lowrank_factors
 from artifactkit.roundtrip.evaluate import default_seq_len
 from artifactkit.roundtrip.model_factory import build_model
+from artifactkit.roundtrip.packing import checkpoint_meta
 from eval.runtime import load_json_object, resolve_device
 
 RECIPE_VERSION = 1
@@ -421,8 +422,7 @@ def quantize_checkpoint(checkpoint_path: str | Path, recipe: RecordRecipe, calib
     say(f"record recipe: Hessians on {tokens.shape[0]} x {tokens.shape[1]} training tokens")
     hessians = record_hessians(network, tokens, target)
     del network
-    meta = {"arch": checkpoint.arch, "config": checkpoint.config, "step": checkpoint.step,
-            "tokenizer_sha256": checkpoint.tokenizer_sha256, "source_kind": checkpoint.kind,
+    meta = {**checkpoint_meta(checkpoint),
             "calibration": {"source": calib, "sequences": int(tokens.shape[0]), "seq_len": int(tokens.shape[1]),
                             "seed": recipe.seed}}
     return record_quantize(checkpoint.state_dict, hessians, recipe, user_rules=user_rules, meta=meta,

@@ -18,7 +18,7 @@ a file at all is capped in `artifactkit.io` (MAX_ARTIFACT_FILE_BYTES: 256 MiB).
 |                              |            | section briefly takes twice its size)                 |
 | MAX_RESTORED_BYTES           | 512 MiB    | the state dict unpack builds (numel x dtype size)      |
 | MAX_ANS_TABLE_ENTRIES        | 2**24      | rANS decode tables: 1,024 at 14-bit precision; the   |
-|                              |            | encoder writes at most 224 (ans.CLASS_COUNTS)         |
+|                              |            | encoder writes at most 448 (64 levels x 7 widths)     |
 | MAX_LEGACY_PAYLOAD_BYTES     | 256 MiB    | a legacy .ptz's torch.save bytes (the seed's: ~30 MB) |
 | LZMA_MEMLIMIT                | 256 MiB    | xz decoder memory; preset 9 needs 65 MiB              |
 """

@@ -140,7 +140,7 @@ RAW_TABLE = ('RAW = {"int64": "<i8", "int32": "<i4", "int16": "<i2", "int8": "i1
 
 # The codes section under `ans` is decoded by DECODER_SOURCE's decode_codes, after the
 # shapes are checked against the declared size and the tables (2**prec int64 each, prec
-# <= 15) to fewer than 512 (blob[7] < 2): limits.MAX_ANS_TABLE_ENTRIES; pack writes <= 224.
+# <= 15) to fewer than 512 (blob[7] < 2): limits.MAX_ANS_TABLE_ENTRIES; pack writes <= 448.
 ANS_BRANCH = '''\
         if codec == "ans":
             ints = [tensor for tensor in tensors if tensor["scheme"] == "int"]

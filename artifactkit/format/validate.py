@@ -31,8 +31,6 @@ import struct
 import zlib
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from artifactkit.errors import InputError
 from artifactkit.format import codecs
 from artifactkit.format.akit import FORMAT_NAME, LOWRANK_FORMAT_VERSION, MAGIC, PREAMBLE
@@ -52,6 +50,7 @@ from artifactkit.plan.schemes import (
     SECTIONS,
     STORAGE,
     SchemeKind,
+    element_bytes,
     parse_kind,
     section_bytes,
     sections_of_version,
@@ -132,9 +131,7 @@ def parse_header(data: bytes | memoryview, where: str) -> tuple[int, dict[str, A
 
 def _element_size(kind: SchemeKind, dtype: str) -> int:
     """Bytes per element of the tensor `unpack` restores."""
-    if kind is SchemeKind.RAW:
-        return 1 if dtype == "bool" else np.dtype(RAW_DTYPES[dtype][1]).itemsize
-    return FLOAT_DTYPES[dtype].itemsize
+    return element_bytes(kind, dtype) if kind is SchemeKind.RAW else FLOAT_DTYPES[dtype].itemsize
 
 
 def check_tensors(tensors: list[Any], where: str, version: int) -> dict[str, int]:

@@ -497,9 +497,11 @@ def gptq_candidates(
     if rows == 0 or cols == 0:
         return [(torch.zeros(rows, cols, dtype=torch.int8), scale.cpu()) for scale in scales]
     permutation = prepared.permutation
+    unpermute = None
     if permutation is not None:
         permutation = permutation.to(work_device)
         work = work[:, permutation]
+        unpermute = torch.argsort(permutation)  # once, not per candidate
     inverse_factor = prepared.inverse_factor.to(work_device)
     per_chunk = max(1, STACK_ELEMENTS // max(1, rows * cols))
     results = []
@@ -510,8 +512,8 @@ def gptq_candidates(
         codes = _feedback_round(work.repeat(len(chunk), 1), stacked_scales, stacked_bits, inverse_factor, block_size)
         for offset, index in enumerate(chunk):
             block = codes[offset * rows:(offset + 1) * rows]
-            if permutation is not None:
-                block = block[:, torch.argsort(permutation)]
+            if unpermute is not None:
+                block = block[:, unpermute]
             results.append((block.cpu(), scales[index].cpu()))
     return results
 

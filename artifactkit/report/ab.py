@@ -2,7 +2,7 @@
 artifacts and roundtrip-eval JSON, turned into one markdown table and one PNG of loss
 and val_bpb against wall clock. Reads what the logs say and computes nothing new, except
 the number of validation tokens the trainer scored (from `run.json` beside the log and
-the shard headers), so the report can say which tokens each val_bpb row was measured on.
+the shards, read once and hashed), so the report can say which tokens each val_bpb row was measured on.
 
 Log rows (one JSON object per line): training rows carry `step`, `loss`, `elapsed_s`
 and `step_ms`; validation rows add `val_loss` / `val_bpb`; the last row may be
@@ -69,6 +69,10 @@ def token_digest(source: str, scored: int) -> str | None:
         tokens = load_tokens(source)
     except ShardError:
         return None
+    return _digest(tokens, scored)
+
+
+def _digest(tokens, scored: int) -> str | None:
     if tokens.size < scored + 1:
         return None
     return hashlib.sha256(tokens[: scored + 1].astype("<u2").tobytes()).hexdigest()
@@ -154,12 +158,12 @@ def trainer_validation(log_path: str | Path) -> tuple[TokenSet | None, str | Non
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         return None, f"no readable {RUN_INFO_NAME} beside the log"
     try:
-        available = int(load_tokens(val_glob).size)
+        tokens = load_tokens(val_glob)  # read once: counted and hashed
     except ShardError as exc:
         return None, f"the shards of {val_glob} cannot be read ({exc})"
-    used = min(available, limit + 1) if limit else available
+    used = min(int(tokens.size), limit + 1) if limit else int(tokens.size)
     scored = (used - 1) // seq_len * seq_len if used > 1 and seq_len > 0 else 0
-    return TokenSet(scored, val_glob, f"standard, seq_len {seq_len:,}", token_digest(val_glob, scored)), None
+    return TokenSet(scored, val_glob, f"standard, seq_len {seq_len:,}", _digest(tokens, scored)), None
 
 
 def summarize(log: RunLog, artifact: str | Path | None = None, roundtrip: str | Path | None = None) -> RunSummary:
