@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import zstandard
-from bench_common import timed
+from bench_common import entropy_bytes, order0_bytes, timed
 
 from artifactkit.format import ans
 
@@ -45,13 +45,8 @@ def synthetic_model(seed: int = 0, row_sigma: float = 0.3, layers: int = 11, wid
     return codes, scales, bits
 
 
-def entropy_bytes(counts: np.ndarray) -> float:
-    counts = counts[counts > 0].astype(np.float64)
-    return float(-(counts * np.log2(counts / counts.sum())).sum() / 8)
-
-
 def per_tensor_bound(codes: list[np.ndarray]) -> float:
-    return sum(entropy_bytes(np.bincount(m.ravel().view(np.uint8), minlength=256)) for m in codes)
+    return sum(order0_bytes(m) for m in codes)
 
 
 def scale_bucket_estimate(codes, scales, bits, buckets: int = 32) -> float:

@@ -34,7 +34,6 @@ import math
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_common import minilm_path, timed  # noqa: E402
+import record_codec  # noqa: E402
+from bench_common import entropy_bytes, minilm_path, order0_bytes, timed  # noqa: E402
 
 from artifactkit.checkpoint import load_checkpoint  # noqa: E402
 from artifactkit.format import ans  # noqa: E402
@@ -82,16 +82,6 @@ def int_tensors(model) -> list[Tensor]:
 
 # -- measures --------------------------------------------------------------------------------------
 
-def entropy_bytes(counts: np.ndarray) -> float:
-    counts = np.asarray(counts, dtype=np.float64)
-    counts = counts[counts > 0]
-    return float(-(counts * np.log2(counts / counts.sum())).sum() / 8) if len(counts) else 0.0
-
-
-def order0_bytes(codes: np.ndarray) -> float:
-    return entropy_bytes(np.bincount(codes.ravel().view(np.uint8), minlength=256))
-
-
 def similarity_order(codes: np.ndarray) -> np.ndarray:
     """Greedy nearest-neighbour chain over the rows (cosine similarity of the centred code
     rows), starting from the row with the most similar neighbour; above SORT_ROWS_LIMIT rows,
@@ -121,13 +111,6 @@ def similarity_order(codes: np.ndarray) -> np.ndarray:
 
 def sorted_transposed(codes: np.ndarray) -> bytes:
     return np.ascontiguousarray(codes[similarity_order(codes)].T).tobytes()
-
-
-def lrzip_available() -> str | None:
-    """None when lrzip can run, else why not."""
-    if shutil.which("lrzip") is None:
-        return "lrzip not installed (Debian/Ubuntu: apt-get install lrzip; benchmark-only)"
-    return None
 
 
 def lrzip(data: bytes, verify: bool = False) -> tuple[int, float, float]:
@@ -464,7 +447,7 @@ def main() -> None:
     parser.add_argument("--output", default=str(REPORT))
     options = parser.parse_args()
 
-    lrzip_missing = lrzip_available()
+    lrzip_missing = record_codec.lrzip_missing()
     use_lrzip = lrzip_missing is None and not options.skip_lrzip
     sources: list[tuple[str, list[Tensor]]] = []
     if options.trained:

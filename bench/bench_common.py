@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def timed(function: Callable[[], Any], repeats: int = 1) -> tuple[Any, float, float]:
     """(result, best wall seconds, CPU seconds of that run): CPU time is the fairer number on a
@@ -43,3 +45,15 @@ def cpu_model() -> str:
     models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
               if line.startswith("model name")]
     return models[0] if models else fallback
+
+
+def entropy_bytes(counts: np.ndarray) -> float:
+    """Order-0 entropy, in bytes, of symbols with these counts."""
+    counts = np.asarray(counts, dtype=np.float64)
+    counts = counts[counts > 0]
+    return float(-(counts * np.log2(counts / counts.sum())).sum() / 8) if len(counts) else 0.0
+
+
+def order0_bytes(codes: np.ndarray) -> float:
+    """Order-0 entropy of one int8 code tensor, in bytes: its per-tensor bound."""
+    return entropy_bytes(np.bincount(codes.ravel().view(np.uint8), minlength=256))

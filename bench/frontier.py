@@ -31,6 +31,7 @@ checkpoint it is scored on).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
@@ -76,7 +77,7 @@ from artifactkit.roundtrip.evaluate import default_seq_len, load_val_tokens  # n
 from artifactkit.roundtrip.model_factory import build_model  # noqa: E402
 from eval.bpb import build_byte_tables  # noqa: E402
 from eval.evaluate import evaluate_bpb  # noqa: E402
-from eval.runtime import load_tokenizer  # noqa: E402
+from eval.runtime import file_sha256, load_tokenizer  # noqa: E402
 
 REPORT_DIR = ROOT / "reports"
 # k multipliers per embedding width: dense around the record's own k (1.0), then out to the
@@ -240,14 +241,6 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')} cpu {time.process_time():.0f} s] {message}", file=sys.stderr, flush=True)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- setup and caches
 
 
@@ -348,6 +341,7 @@ UNCACHED_SOURCES = ("artifactkit/fit/candidates.py", "artifactkit/fit/knapsack.p
                     "artifactkit/fit/sensitivity.py", "artifactkit/commands/fit.py")
 
 
+@functools.cache
 def code_version() -> str:
     """sha256 of every source file a cached point depends on (any edit invalidates)."""
     digest = hashlib.sha256(str(POINT_CACHE_VERSION).encode())
@@ -850,8 +844,8 @@ def render_report(runs: list[RunInfo], points: list[Point], analysis: dict[str, 
                 notes = (notes + " widths " + ", ".join(f"{k}: {v}" for k, v in point.extra["widths"].items())).strip()
             error = point.extra.get("delta_se")
             lines.append(f"| {PIPELINES[point.pipeline][0]} | {point.setting} | {point.codec} | "
-                         f"{fmt_bytes(point.bytes)} | {relative} | {fmt_delta(point.delta_bpb)}"
-                         f"{'' if error is None else f' ± {error:.5f}'} | {point.seconds:.0f} s | {notes} |")
+                         f"{fmt_bytes(point.bytes)} | {relative} | {fmt_pm(point.delta_bpb, error)} | "
+                         f"{point.seconds:.0f} s | {notes} |")
         lines.append("")
     # The reported seed first: its ratios are the answer; seed A's are there to compare.
     for run in sorted(runs, key=lambda r: r.role != "reported"):
