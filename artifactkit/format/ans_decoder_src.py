@@ -13,10 +13,12 @@ into InputError).
 The blob layout is documented in `artifactkit.format.ans`. Reading the source: a code's
 table is clip(its row's id + its column's offset, the tensor's [first, last] span); an
 AKC1/AKC2 blob has no spans and no offsets, so each code uses its row's table, clipped
-to all tables. The clip keeps every table index inside the tables whatever the ids and
+to all tables. An AKC4 blob then adds back each reference row's (k x earlier row + 4) // 8, in
+row order, wrapped into the bit width (the back distance and |k| <= 8 are checked per row).
+The clip keeps every table index inside the tables whatever the ids and
 offsets say (a hostile value can only fail the checksum); the header check caps the
 steps at 2**17 (a hostile one-lane blob) and the tables at len(shapes) + 448.
-Size: 3,026 bytes (AKC2's decoder was 2,707).
+Size: 3,652 bytes (AKC3's was 3,026, AKC2's 2,707).
 """
 
 from __future__ import annotations
@@ -33,24 +35,27 @@ def decode_codes(blob, shapes, bits):
     magic, prec, idw, ntab, lanes, nwords, mlen, crc = struct.unpack_from("<4sBBHIIII", blob)
     nrow, nt, n = [r for r, c in shapes], len(shapes), [r * c for r, c in shapes]
     total, rows, M = sum(n), sum(nrow), 1 << prec
-    check(magic in (b"AKC1", b"AKC2", b"AKC3"), "unknown version %r; export the loader with the artifactkit that packed it" % magic)
-    v3, ncol = magic == b"AKC3", sum(c for r, c in shapes if r)
+    check(magic in (b"AKC1", b"AKC2", b"AKC3", b"AKC4"), "unknown version %r; export the loader with the artifactkit that packed it" % magic)
+    v4 = magic == b"AKC4"
+    v3, ncol = v4 or magic == b"AKC3", sum(c for r, c in shapes if r)
     check(8 <= prec <= 15 and idw in (1, 2) and ntab <= nt + 448 and ntab << prec < 1 << 31 and lanes << 17 >= total, "header")
     check(len(blob) == 24 + mlen + 4 * lanes + 2 * nwords and (total > 0) == (0 < lanes <= total), "blob length")
     unz = zlib.decompressobj() if magic == b"AKC1" else lzma.LZMADecompressor(memlimit=1 << 28)
-    size = 510 * ntab + idw * rows + v3 * (4 * nt + ncol)
+    at = 510 * ntab + idw * rows + v3 * (4 * nt + ncol)
+    size = at + 5 * v4 * rows
     meta = unz.decompress(blob[24:24 + mlen], size + 1)
     check(len(meta) == size, "table block size")
     freq = np.frombuffer(meta, "<u2", 255 * ntab).astype(int)
     span = np.frombuffer(meta, "<u2", 2 * nt, 510 * ntab).reshape(-1, 2) if v3 else [(0, ntab - 1)] * nt
     ids = np.frombuffer(meta, "<u%d" % idw, rows, 510 * ntab + 4 * v3 * nt).astype(int)
-    off = np.frombuffer(meta, "i1", ncol, size - ncol).astype(int) if v3 else np.zeros(ncol, int)
+    off = np.frombuffer(meta, "i1", ncol, at - ncol).astype(int) if v3 else np.zeros(ncol, int)
     check((freq.reshape(-1, 255).sum(1) == M).all(), "table sums")
     check(all(lo <= hi < ntab or not k for (lo, hi), k in zip(span, n)), "table spans")
     sym = np.tile(np.arange(-127, 128) & 255, ntab)
     table = np.repeat(sym | freq << 8, freq) | (np.arange(ntab * M) - np.repeat(np.cumsum(freq) - freq, freq)) << 24
     base, o, k = np.empty(total, np.int32), 0, 0
-    for (r, c), t, (lo, hi) in zip(shapes, np.split(ids, np.cumsum(nrow)[:-1]), span):
+    cut = np.cumsum(nrow)[:-1]
+    for (r, c), t, (lo, hi) in zip(shapes, np.split(ids, cut), span):
         if r:
             base[o:o + r * c].reshape(r, c)[:] = np.clip(t[:, None] + off[k:k + c], lo, hi) * M
             o, k = o + r * c, k + c
@@ -66,7 +71,15 @@ def decode_codes(blob, shapes, bits):
         check(pos + len(need) <= nwords, "words run out")
         s[need] = s[need] << 16 | words[pos:pos + len(need)]
         pos += len(need)
+    res = [a.reshape(shape) for a, shape in zip(np.split(out, np.cumsum(n)[:-1]), shapes)]
+    rb = np.frombuffer(meta, "<u4", rows * v4, at * v4).astype(int)  # AKC4: each row's reference
+    rk = np.frombuffer(meta, "i1", rows * v4, (at + 4 * rows) * v4).astype(int)
+    for a, w, B, K in zip(res, bits, np.split(rb, cut), np.split(rk, cut)):
+        for i in np.flatnonzero(B):  # in row order: += (K * row i - B + 4) // 8, wrapped
+            h = (1 << w - 1) - 1
+            check(B[i] <= i and abs(K[i]) <= 8, "references")
+            a[i] = (a[i] + (K[i] * a[i - B[i]].astype(int) + 4) // 8 + h) % (2 * h + 1) - h
     key = np.array([[r, r * c, b] for (r, c), b in zip(shapes, bits)], "<i8").tobytes()
     check(pos == nwords and (x == 65536).all() and zlib.crc32(out, zlib.crc32(key)) == crc, "checksum")
-    return [a.reshape(shape) for a, shape in zip(np.split(out, np.cumsum(n)[:-1]), shapes)]
+    return res
 '''
