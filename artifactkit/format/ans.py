@@ -122,6 +122,8 @@ MAGIC = b"AKC4"
 SLOPE_STEPS = 8  # |k| <= 8: slopes -1..1 in eighths
 REFERENCE_WINDOW = 32  # candidates: this many rows on each side in the order along the rows' first principal direction
 SKETCH_DIMS = 64  # candidates are compared on a random sketch of the centred rows; the chosen one exactly
+# Rows shorter than SKETCH_DIMS never take a reference; the decoder relies on it (at most total / 64
+# referenced rows), so this must stay >= 64.
 REFERENCE_MIN_COSINE = 0.2  # below this (exact, centred) a reference cannot pay for itself (measured)
 REFERENCE_MARGIN_BITS = 8  # a row takes a reference only if it saves this many bits beyond the reference's own cost
 SECTION = "codes section"

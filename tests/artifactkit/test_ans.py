@@ -556,6 +556,23 @@ def test_hostile_reference_fields_are_rejected() -> None:
                 ans.decode_codes(rebuilt(blob, edit), shapes, scales, [6])
 
 
+def test_more_referenced_rows_than_long_rows_allow_are_refused_before_the_row_loop() -> None:
+    """Only rows of >= 64 codes take references, so a blob may reference at most total / 64 rows:
+    a hostile one cannot make the decoder loop over millions of one-code rows."""
+    codes = [heavy_tailed(np.random.default_rng(25), 600, 8, 6)[0]]
+    scales, shapes = [np.ones(600, np.float16)], [(600, 8)]
+    blob = ans.encode_codes(codes, scales, [6])
+    assert not reference_fields(blob, 600)[0].any()
+
+    def every_row_refers_to_the_one_before(block: bytearray, fields: list) -> bytearray:
+        start = len(block) - 5 * 600
+        block[start:start + 4 * 600] = np.minimum(np.arange(600), 1).astype("<u4").tobytes()
+        return block
+
+    with pytest.raises(InputError, match="references"):
+        ans.decode_codes(rebuilt(blob, every_row_refers_to_the_one_before), shapes, scales, [6])
+
+
 # -- real trained weights --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

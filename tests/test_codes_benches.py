@@ -1,0 +1,78 @@
+"""The codes-coder benchmarks run end to end on a model trained here: bench/ans_real.py (every
+stored-blob variant round-trips, the summary lists AKC4 / AKC3 / AKC2) and bench/recode.py (a
+frontier points file's artifacts re-encoded, codes checked identical). The full runs are not
+tests (tens of minutes); these guard the scripts against rot."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from artifactkit.checkpoint import load_checkpoint
+from artifactkit.format.akit import encode_artifact, write_artifact
+from artifactkit.format.ans import reference_rows
+from artifactkit.plan.policy import default_policy
+from artifactkit.quantize.apply import quantize_state_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    from train.testing import tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path_factory.mktemp("codes_bench") / "ckpt.pt", steps=20, jepa_weight=0.0)
+
+
+def run_bench(*args: str) -> str:
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_ans_real_smoke_run_reports_every_variant(trained: Path, tmp_path) -> None:
+    report = tmp_path / "ans_real.md"
+    run_bench("bench/ans_real.py", "--trained", str(trained), "--skip-lrzip", "--skip-slow", "--skip-per-tensor",
+              "--skip-36m", "--skip-minilm", "--repeats", "1", "--small-threshold", "0", "--output", str(report))
+    text = report.read_text(encoding="utf-8")
+    for variant in ("row classes (AKC2 model)", "auto without reference rows (AKC3 coder)", "auto (default, AKC4)"):
+        assert variant in text
+    summary = next(line for line in text.splitlines() if line.startswith("| trained here"))
+    ratios = [float(cell.strip(" *")) for cell in summary.split("|")[2:5]]  # int6: AKC4, AKC3, AKC2
+    assert all(0.5 < ratio < 1.2 for ratio in ratios), summary
+
+
+def test_recode_rewrites_a_points_file_with_identical_codes(trained: Path, tmp_path) -> None:
+    state = load_checkpoint(trained).state_dict
+    policy = dataclasses.replace(default_policy(), small_threshold=0)
+    artifact = write_artifact(tmp_path / "default.akit", encode_artifact(quantize_state_dict(state, policy), "ans"))
+    size = artifact.stat().st_size
+    points = {"command": "test", "points": [
+        {"checkpoint": "T", "pipeline": "default", "setting": "--policy int6-mixed", "codec": "ans", "bytes": size,
+         "delta_bpb": 0.001, "path": str(artifact), "extra": {"delta_se": 0.0001}}]}
+    (tmp_path / "points_T.json").write_text(json.dumps(points))
+    report = tmp_path / "recode.md"
+    run_bench("bench/recode.py", "--points", str(tmp_path / "points_T.json"), "--output", str(report))
+    row = next(line for line in report.read_text(encoding="utf-8").splitlines() if line.startswith("| default |"))
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    assert cells[2] == "+0.00100 ± 0.00010" and int(cells[3].replace(",", "")) == size
+    assert re.fullmatch(r"\d\.\d{4}", cells[5]) and int(cells[4].replace(",", "")) <= size + 16
+
+
+def test_reference_rows_find_the_duplicate_rows_of_a_trained_embedding(trained: Path) -> None:
+    """Tokens the embedded corpus never uses keep drifting together in the tied embedding: the
+    structure reference rows exist for, found in a model the real loop trained here."""
+    state = load_checkpoint(trained).state_dict
+    policy = dataclasses.replace(default_policy(), small_threshold=0)
+    entry = next(e for e in quantize_state_dict(state, policy).entries if "emb" in e.name and e.scheme.is_int)
+    codes = entry.quantized.codes.numpy()
+    _, back, _ = reference_rows(codes, int(entry.scheme.bits))
+    assert (back > 0).sum() > 0.05 * len(back), (entry.name, codes.shape)
