@@ -8,8 +8,8 @@ quantizes once with the default policy and then measures in one run:
 * the seed's pipeline (torch.save of int8-stored codes + lzma preset 6),
 * every general-purpose codec on our raw code streams (whole artifact, side sections
   with the same codec),
-* the entropy coder (`ans`) with one table per tensor and with row-class contexts
-  (side sections lzma).
+* the entropy coder (`ans`) with one table per tensor (no reference rows) and as `pack`
+  writes it (scale-level contexts + reference rows; side sections lzma).
 
 `bound` is the per-tensor zero-order entropy of the codes plus the bytes our packer
 spends on everything that is not codes (scales, fp16/fp32 tensors, header).
@@ -56,7 +56,7 @@ def measure(label: str, state: dict, codecs: list[str]) -> list[str]:
         encode_s = time.perf_counter() - start
         start = time.perf_counter()
         read_artifact(packed.data).state_dict()
-        rows.append((f"akit {codec}" + (" (row-class contexts)" if codec == "ans" else ""), packed.artifact_bytes,
+        rows.append((f"akit {codec}" + (" (default: scale levels + reference rows)" if codec == "ans" else ""), packed.artifact_bytes,
                      encode_s, time.perf_counter() - start))
         if codec == "ans":
             reference = packed
@@ -69,7 +69,7 @@ def measure(label: str, state: dict, codecs: list[str]) -> list[str]:
     scales = [e.quantized.scales.numpy() for e in ints]
     bits = [int(e.scheme.bits) for e in ints]
     start = time.perf_counter()
-    blob = ans.encode_codes(arrays, scales, bits, contexts=False)
+    blob = ans.encode_codes(arrays, scales, bits, contexts=False, references=False)
     encode_s = time.perf_counter() - start
     start = time.perf_counter()
     ans.decode_codes(blob, [a.shape for a in arrays], scales, bits)

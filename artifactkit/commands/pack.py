@@ -27,7 +27,8 @@ from artifactkit.commands._options import (
 )
 from artifactkit.errors import CheckFailed
 from artifactkit.fit.record import RECIPE_NAMES, RecordRecipe, option_help, quantize_checkpoint
-from artifactkit.format.akit import PackedArtifact, encode_artifact, write_artifact
+from artifactkit.format.akit import MAGIC, PackedArtifact, encode_artifact, write_artifact
+from artifactkit.format.reader import read_artifact
 from artifactkit.io import refuse_overwriting_inputs
 from artifactkit.plan.policy import parse_bits
 from artifactkit.roundtrip.packing import pack_checkpoint
@@ -76,6 +77,24 @@ def recipe_epilog() -> str:
 def _given(ctx: click.Context, names: dict[str, str]) -> list[str]:
     return [flag for name, flag in names.items()
             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
+
+
+def is_artifact(path: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(len(MAGIC)) == MAGIC
+
+
+def reencode_artifact(path: str, codec: str) -> PackedArtifact:
+    """An .akit input: its quantized model exactly as stored (codes, scales, float tensors,
+    policy and meta), to be encoded again with the current coder -- e.g. an artifact written by
+    an older artifactkit gets the newer codes coder with no change to a single weight."""
+    ctx = click.get_current_context()
+    clashing = _given(ctx, {**POLICY_PARAMETERS, "recipe_name": "--recipe", **RECIPE_ONLY_PARAMETERS,
+                            "rules_path": "--rules"})
+    if clashing:
+        raise click.UsageError(f"{', '.join(clashing)} cannot be used with an .akit input ({path}): its codes are "
+                               "final, so pack only re-encodes it (--codec); quantize again from the checkpoint")
+    return encode_artifact(read_artifact(path).quantized_model(), codec)
 
 
 def pack_with_recipe(checkpoint: str, recipe_options: tuple[str, ...], calib: str | None, model_ref: str | None,
@@ -141,9 +160,15 @@ def pack_command(checkpoint: str, output: str, policy_name: str, bits: str | Non
     With --recipe record, the schemes come from the record recipe instead of a
     policy: e.g. `artifactkit pack ckpt.pt --recipe record --calib 'data/train_*.bin'
     -o record.akit [--recipe-option k_mult=1.1]`.
+
+    CHECKPOINT may also be an .akit artifact: pack then re-encodes it with this
+    artifactkit's coder (or --codec) and changes no weight, e.g. to give an artifact
+    packed by an older version the newer, smaller codes coder.
     """
     refuse_overwriting_inputs({"-o": output}, [checkpoint, rules_path, config_path, *code_files])
-    if recipe_name is None:
+    if is_artifact(checkpoint):
+        packed = reencode_artifact(checkpoint, codec)
+    elif recipe_name is None:
         stray = _given(click.get_current_context(), RECIPE_ONLY_PARAMETERS)
         if stray:
             raise click.UsageError(f"{', '.join(stray)} apply only with --recipe record; add --recipe record "

@@ -165,3 +165,27 @@ def test_regression_unpack_help_says_what_each_format_restores():
     assert ".akit banks restored (unless --expanded), original dtypes" in text
     assert "baseline int8 .ptz original dtypes (recorded); the format has no banks" in text
     assert "seed int6 .ptz records neither" in text and "roundtrip-eval" in text
+
+
+def test_pack_re_encodes_an_akit_input_without_changing_a_weight(tmp_path):
+    """An artifact from an older coder (here: zlib) gets the current one; every tensor, the
+    policy and the meta stay exactly as stored; quantization options are refused."""
+    from artifactkit.format.reader import read_artifact
+
+    ckpt, old, new = tmp_path / "c.pt", tmp_path / "old.akit", tmp_path / "new.akit"
+    torch.save(seed_shaped_state_dict(layers=2, dim=384, kv_heads=4, head_dim=64, vocab=256), ckpt)
+    runner = CliRunner()
+    assert runner.invoke(main, ["pack", str(ckpt), "-o", str(old), "--codec", "zlib", "--bits", "mlp=5"]).exit_code == 0
+    result = runner.invoke(main, ["pack", str(old), "-o", str(new), "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["artifact_bytes"] == new.stat().st_size < 0.97 * old.stat().st_size
+    before, after = read_artifact(old), read_artifact(new)
+    assert {s["name"]: s["codec"] for s in after.header["sections"]}["codes"] == "ans"
+    assert after.header["policy"] == before.header["policy"] and after.header["meta"] == before.header["meta"]
+    restored_before, restored_after = before.state_dict(), after.state_dict()
+    assert list(restored_after) == list(restored_before)
+    assert all(torch.equal(restored_after[name], tensor) for name, tensor in restored_before.items())
+    for options in (["--policy", "int8"], ["--bits", "mlp=6"], ["--recipe", "record"]):
+        result = runner.invoke(main, ["pack", str(old), "-o", str(tmp_path / "x.akit"), *options])
+        assert result.exit_code == 2 and "cannot be used with an .akit input" in result.stderr
+        assert not (tmp_path / "x.akit").exists()
