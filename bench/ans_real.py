@@ -319,7 +319,7 @@ def per_tensor_table(tensors: list[Tensor], skip_slow: bool,
     lines = ["| tensor | shape | bits | H0 bytes | " + " | ".join(columns) + " |",
              "|---|---|---:|---:|" + "---:|" * len(columns)]
     for t in tensors:
-        bound = order0_bytes(t.codes)
+        bound = order0_bytes(t.codes) + 0.0  # + 0.0: a constant tensor's -0.0 prints as 0
         raw = t.codes.tobytes()
         sizes = {"ans AKC2 model": len(ans_blob([t], "classes", False)), "ans AKC3": len(ans_blob([t], "auto", False)),
                  "ans auto (AKC4)": len(ans_blob([t], "auto"))}

@@ -50,9 +50,12 @@ the synthetic bench model 0.9850 -> 0.9845 (row-levels, reports/ans_coder.md). A
 measured and not worth their side information or decoder bytes: the previous code in
 the row as a context (no gain); the code above / a linear prediction from the row
 above after a row-similarity order (0.2-0.6 % fewer code bits, more than paid back by
-the permutation); a reference row per row, any earlier one, index and slope stored
-(0.1-0.4 % net, but ~300 more decoder bytes, which the exported loader's size limit
-does not have, and an O(rows^2) search per tensor). The levels' side information
+the permutation); the reference code of an earlier similar row as a context instead of
+subtracting it (learning the extra tables costs more than it saves, on int4-int7 codes);
+column statistics learned from the rows already decoded instead of stored offsets
+(~0.07 % with the lanes' decoding order). A reference row per row, first measured at
+0.1-0.4 % net with an O(rows^2) search, became AKC4 (below) once the embeddings showed
+where it pays. The levels' side information
 (~4 bits per row and per column) is about 0.3-0.5 % of a small model's codes and is
 stored, because the decoder's interface has no scales; levels use float arithmetic,
 so another CPU may pick other (equally valid) levels: decoding never recomputes them.
@@ -63,10 +66,14 @@ earlier + 4) / 8)), k in -8..8; the decoder adds it back in row order after deco
 lanes and tables are untouched and its cost is one loop over the referenced rows. Trained
 embeddings hold many near-duplicate rows (tokens the data rarely uses drift together), which is
 most of what lrzip's long-range matching finds in them. Measured (bench/ans_real.py,
-reports/ans_real.md): the frontier's record artifacts' int7 embedding 0.995 -> 0.90 of its order-0
-bound, the GPTQ model's int6 codes 0.9865 -> 0.981; i.i.d. rows find no reference and pay only
-the (lzma'd, all-zero) per-row fields. Choosing references costs ~0.7 CPU s on a 36M model
-(count sketch + a window along the first principal direction, not a rows x rows search).
+reports/ans_real.md; the settings were chosen on the seed-A frontier artifacts and the GPTQ
+model): embeddings coded alone, vs their order-0 bound, AKC3 -> AKC4 (lrzip sorted^T): the
+record recipe's int7 tied embedding of a mid model 0.995 -> 0.917 (0.893), the GPTQ model's
+0.946 -> 0.866 (0.873), MiniLM's word embeddings 0.9985 -> 0.992 (0.989); whole codes
+sections: the GPTQ model's int6 0.9866 -> 0.9807, the record artifact 0.9929 -> 0.9867 (lrzip
+0.9874). i.i.d. rows find no reference and pay only the (lzma'd, all-zero) per-row fields.
+Choosing references costs ~0.7 CPU s on a 36M model (count sketch + a window along the first
+principal direction, not a rows x rows search).
 
 Determinism: the same input gives the same bytes on a given numpy build.
 
