@@ -110,3 +110,11 @@ def test_readme_code_blocks_name_only_files_the_documented_steps_create():
             if ">" in line:
                 written.add(line.rsplit(">", 1)[1].strip())
     assert not problems, "README examples name files no documented step creates:\n" + "\n".join(problems)
+
+
+def test_readme_and_reports_have_no_unfilled_template_placeholders():
+    """Numbers go into the README by hand from reports/; a placeholder like @RTN_NOW@ left
+    behind once shipped unnoticed for a whole session."""
+    documents = [README, *sorted((README.parent / "reports").glob("*.md"))]
+    left = {path.name: re.findall(r"@[A-Z][A-Z0-9_]*@", path.read_text(encoding="utf-8")) for path in documents}
+    assert not {name: found for name, found in left.items() if found}
