@@ -133,6 +133,7 @@ SKETCH_DIMS = 64  # candidates are compared on a random sketch of the centred ro
 # referenced rows), so this must stay >= 64.
 REFERENCE_MIN_COSINE = 0.2  # below this (exact, centred) a reference cannot pay for itself (measured)
 REFERENCE_MARGIN_BITS = 8  # a row takes a reference only if it saves this many bits beyond the reference's own cost
+REFERENCE_CHUNK = 1 << 21  # codes checked at once when choosing references (bounds the float copies)
 SECTION = "codes section"
 
 
@@ -445,28 +446,29 @@ def _row_bits(values: np.ndarray) -> np.ndarray:
     return values.shape[1] * entropy
 
 
-def reference_rows(matrix: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(codes to store, back distance per row (0 = none), slope k per row): row r may be stored as
-    wrap(codes[r] - floor((k * codes[r - back] + 4) / 8)), wrapped into the bit width's range, which
-    the decoder undoes in row order. Near-duplicate rows are common in trained embeddings (tokens the
-    data rarely uses drift together) and in MLP input rows; i.i.d. rows find no reference.
-
-    Candidates per row: REFERENCE_WINDOW neighbours on each side in the order of the rows' scores
-    on their first principal direction, compared on a SKETCH_DIMS count sketch of the centred rows
-    (random signs, columns summed in random groups: linear time, not a rows x rows search); the best
-    earlier candidate is checked exactly, and the row takes it only when the estimated saving
-    exceeds the stored back distance, slope and a margin."""
+def _sketch(matrix: np.ndarray) -> np.ndarray:
+    """[rows, SKETCH_DIMS] unit-norm count sketch of the centred rows: random signs, columns summed
+    in random groups. Built a group of columns at a time, so a huge tensor needs no float copy."""
     rows, cols = matrix.shape
-    back, slope = np.zeros(rows, np.int64), np.zeros(rows, np.int64)
-    if rows < 2 or cols < SKETCH_DIMS:
-        return matrix, back, slope
     rng = np.random.default_rng(0)
     permutation, signs = rng.permutation(cols), rng.choice(np.array([-1, 1], np.float32), cols)
-    groups = np.arange(SKETCH_DIMS) * cols // SKETCH_DIMS
-    sketch = np.add.reduceat(matrix[:, permutation].astype(np.float32) * signs, groups, axis=1)
+    edges = np.arange(SKETCH_DIMS + 1) * cols // SKETCH_DIMS
+    sketch = np.empty((rows, SKETCH_DIMS), np.float32)
+    for group in range(SKETCH_DIMS):
+        members = permutation[edges[group]:edges[group + 1]]
+        sketch[:, group] = matrix[:, members].astype(np.float32) @ signs[members]
     # The sketch is linear, so centring the rows is subtracting each row's mean times the sketch of ones.
-    sketch -= matrix.mean(axis=1, dtype=np.float32)[:, None] * np.add.reduceat(signs, groups)
+    ones = np.add.reduceat(signs[permutation], edges[:-1])
+    sketch -= matrix.mean(axis=1, dtype=np.float32)[:, None] * ones
     sketch /= np.linalg.norm(sketch, axis=1, keepdims=True) + np.float32(1e-6)
+    return sketch
+
+
+def _reference_candidates(matrix: np.ndarray) -> np.ndarray:
+    """Per row the most similar earlier row among REFERENCE_WINDOW neighbours on each side in the
+    order along the sketch's first principal direction (-1: none earlier)."""
+    rows = matrix.shape[0]
+    sketch = _sketch(matrix)
     direction = np.ones(SKETCH_DIMS, np.float32)
     for _ in range(8):  # power iteration for the sketch's first principal direction
         direction = sketch.T @ (sketch @ direction)
@@ -480,32 +482,58 @@ def reference_rows(matrix: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarra
         similarity = np.abs(np.einsum("rd,rd->r", sketch, sketch[neighbour]))
         better = (neighbour < row_index) & (similarity > best_similarity)
         best[better], best_similarity[better] = neighbour[better], similarity[better]
-    candidate = np.flatnonzero(best >= 0)
-    pair = [matrix[index].astype(np.float32) for index in (candidate, best[candidate])]
-    for part in pair:
-        part -= part.mean(axis=1, keepdims=True)
-        part /= np.linalg.norm(part, axis=1, keepdims=True) + np.float32(1e-6)
-    cosine = np.abs(np.einsum("rc,rc->r", *pair))
-    candidate = candidate[cosine >= REFERENCE_MIN_COSINE]
-    if not len(candidate):
+    return best
+
+
+def _centred_unit(rows: np.ndarray) -> np.ndarray:
+    centred = rows.astype(np.float32)
+    centred -= centred.mean(axis=1, keepdims=True)
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True) + np.float32(1e-6)
+    return centred
+
+
+def reference_rows(matrix: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes to store, back distance per row (0 = none), slope k per row): row r may be stored as
+    wrap(codes[r] - floor((k * codes[r - back] + 4) / 8)), wrapped into the bit width's range, which
+    the decoder undoes in row order. Near-duplicate rows are common in trained embeddings (tokens the
+    data rarely uses drift together) and in MLP input rows; i.i.d. rows find no reference.
+
+    Candidates per row: REFERENCE_WINDOW neighbours on each side in the order of the rows' scores
+    on their first principal direction, compared on a SKETCH_DIMS count sketch of the centred rows
+    (linear time, not a rows x rows search); the best earlier candidate is checked exactly, and the
+    row takes it only when the estimated saving exceeds the stored back distance, slope and a
+    margin. Rows are checked REFERENCE_CHUNK codes at a time, so memory stays a few times the
+    matrix's own int8 bytes whatever its size."""
+    rows, cols = matrix.shape
+    back, slope = np.zeros(rows, np.int64), np.zeros(rows, np.int64)
+    if rows < 2 or cols < SKETCH_DIMS:
         return matrix, back, slope
-    top = levels(bits)
-    plain = matrix[candidate].astype(np.int64)
-    reference = matrix[best[candidate]].astype(np.int64)
-    energy = np.maximum((reference * reference).sum(axis=1), 1)
-    k = np.clip(np.rint(SLOPE_STEPS * (plain * reference).sum(axis=1) / energy), -SLOPE_STEPS, SLOPE_STEPS)
-    k = k.astype(np.int64)
-    residual = (plain - (k[:, None] * reference + SLOPE_STEPS // 2) // SLOPE_STEPS + top) % (2 * top + 1) - top
-    whole = matrix.astype(np.int64)
-    saving = _row_bits(plain) - _row_bits(residual)
-    cost = np.log2(candidate + 1) + np.log2(2 * SLOPE_STEPS + 1) + REFERENCE_MARGIN_BITS
-    use = (saving > cost) & (k != 0)
-    if not use.any():
-        return matrix, back, slope
-    chosen = candidate[use]
-    back[chosen], slope[chosen] = chosen - best[chosen], k[use]
-    whole[chosen] = residual[use]
-    return whole.astype(np.int8), back, slope
+    best = _reference_candidates(matrix)
+    top, stored = levels(bits), None
+    step = max(1, REFERENCE_CHUNK // cols)
+    for low in range(0, rows, step):
+        candidate = low + np.flatnonzero(best[low:low + step] >= 0)
+        if not len(candidate):
+            continue
+        cosine = np.abs(np.einsum("rc,rc->r", _centred_unit(matrix[candidate]), _centred_unit(matrix[best[candidate]])))
+        candidate = candidate[cosine >= REFERENCE_MIN_COSINE]
+        if not len(candidate):
+            continue
+        plain = matrix[candidate].astype(np.int64)
+        reference = matrix[best[candidate]].astype(np.int64)
+        energy = np.maximum((reference * reference).sum(axis=1), 1)
+        k = np.clip(np.rint(SLOPE_STEPS * (plain * reference).sum(axis=1) / energy), -SLOPE_STEPS, SLOPE_STEPS)
+        k = k.astype(np.int64)
+        residual = (plain - (k[:, None] * reference + SLOPE_STEPS // 2) // SLOPE_STEPS + top) % (2 * top + 1) - top
+        saving = _row_bits(plain) - _row_bits(residual)
+        cost = np.log2(candidate + 1) + np.log2(2 * SLOPE_STEPS + 1) + REFERENCE_MARGIN_BITS
+        use = (saving > cost) & (k != 0)
+        if use.any():
+            stored = matrix.copy() if stored is None else stored
+            chosen = candidate[use]
+            back[chosen], slope[chosen] = chosen - best[chosen], k[use]
+            stored[chosen] = residual[use]
+    return (matrix if stored is None else stored), back, slope
 
 
 def _filled(counts: np.ndarray) -> list[np.ndarray]:
