@@ -255,6 +255,17 @@ def _scale_damage(setup: _Setup, groups: list[Group], options: FitOptions) -> No
         group.rescale(tuple(kl / term if term > 0 else 0.0 for kl, term in zip(kls, terms, strict=True)))
 
 
+def _policy_index(group: Group) -> int:
+    """The index of the group's policy candidate (exactly what `pack` stores)."""
+    return next(index for index, candidate in enumerate(group.candidates) if candidate.family == "policy")
+
+
+def _policy_codes(groups: list[Group]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """name -> (codes, scales) of each group's policy candidate."""
+    entries = [(group.name, group.entries[_policy_index(group)].quantized) for group in groups]
+    return {name: (quantized.codes, quantized.scales) for name, quantized in entries}
+
+
 class _Packer:
     """Real packs of plans: the base model (every tensor as the policy stores it) built
     once, each plan's chosen entries swapped in."""
@@ -262,7 +273,10 @@ class _Packer:
     def __init__(self, setup: _Setup, groups: list[Group], options: FitOptions) -> None:
         checkpoint = setup.checkpoint
         self.meta = {**checkpoint_meta(checkpoint), "fit": {"damage_proxy": setup.damage_proxy, "seed": options.seed}}
-        self.base = quantize_state_dict(checkpoint.state_dict, setup.policy, options.user_rules, self.meta)
+        # Every group's policy candidate already holds the policy's codes (and every plan
+        # swaps a group's base entry out), so the base quantizes only the other tensors.
+        self.base = quantize_state_dict(checkpoint.state_dict, setup.policy, options.user_rules, self.meta,
+                                        precomputed=_policy_codes(groups))
         self.policy = replace(setup.policy, name=f"fit({setup.policy.name})")
         self.groups, self.codec, self.code_bytes = groups, options.codec, setup.code_bytes
         self.count = 0
@@ -332,7 +346,7 @@ def _solve(checkpoint_path: str | Path, groups: list[Group], packer: _Packer, op
         margin = max(2 * margin, total - options.budget)
 
     # The plan `pack` would write: when it fits, fit never returns more damage than it.
-    policy_plan = [next(i for i, c in enumerate(g.candidates) if c.family == "policy") for g in groups]
+    policy_plan = [_policy_index(group) for group in groups]
     policy_plan_damage = None
     if policy_plan != best_plan:
         packed, total = packer.pack(policy_plan)
