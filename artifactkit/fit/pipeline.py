@@ -104,12 +104,14 @@ class FitOptions:
     warn: Callable[[str], None] | None = None  # notices that cannot wait for the end (shown without --progress)
 
     def candidate_options(self) -> CandidateOptions:
-        return CandidateOptions(self.bits_choices, self.clip_choices, self.step_grid, self.keep_float,
-                                self.lqer_rank, self.gptq, self.act_order, self.search_clip, self.codec)
+        return CandidateOptions(bits_choices=self.bits_choices, clip_choices=self.clip_choices,
+                                step_grid=self.step_grid, keep_float=self.keep_float, lqer_rank=self.lqer_rank,
+                                gptq=self.gptq, act_order=self.act_order, search_clip=self.search_clip,
+                                codec=self.codec)
 
     def calibration_request(self) -> CalibrationRequest:
-        return CalibrationRequest(self.calib, self.calib_seqs, self.seq_len, self.config, self.seed,
-                                  self.progress, self.warn)
+        return CalibrationRequest(calib=self.calib, calib_seqs=self.calib_seqs, seq_len=self.seq_len,
+                                  config=self.config, seed=self.seed, progress=self.progress, warn=self.warn)
 
 
 @dataclass
