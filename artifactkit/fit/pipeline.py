@@ -304,9 +304,13 @@ class _Solution:
     notices: list[str]
 
 
-def _solve(checkpoint_path: str | Path, groups: list[Group], packer: _Packer, options: FitOptions) -> _Solution:
-    costs = [[c.bytes for c in g.candidates] for g in groups]
-    damages = [[c.damage for c in g.candidates] for g in groups]
+def _tables(groups: list[Group]) -> tuple[list[list[int]], list[list[float]]]:
+    """The knapsack's inputs: each group's candidate bytes and (scaled) damages."""
+    return [[c.bytes for c in g.candidates] for g in groups], [[c.damage for c in g.candidates] for g in groups]
+
+
+def _solve(checkpoint_path: str | Path, groups: list[Group], costs: list[list[int]], damages: list[list[float]],
+           packer: _Packer, options: FitOptions) -> _Solution:
     notices: list[str] = []
 
     def estimate(plan: list[int]) -> int:
@@ -414,13 +418,12 @@ def solve_budget(problem: FitProblem, options: FitOptions) -> FitResult:
     setup, groups, fixed, packer, checkpoint_path = (problem.setup, problem.groups, problem.fixed, problem.packer,
                                                      problem.checkpoint_path)
     packer.count = 0
-    solution = _solve(checkpoint_path, groups, packer, options)
+    costs, damages = _tables(groups)
+    solution = _solve(checkpoint_path, groups, costs, damages, packer, options)
     line = BudgetLine(options.budget, solution.packed.artifact_bytes, setup.code_bytes, 0, options.code_rule)
     if not line.ok:  # unreachable by construction; a guard, never a silent overshoot
         raise CheckFailed(f"{checkpoint_path}: the chosen plan is over budget by {-line.headroom:,} bytes; "
                           "report this as a bug")
-    costs = [[c.bytes for c in g.candidates] for g in groups]
-    damages = [[c.damage for c in g.candidates] for g in groups]
     estimated = sum(costs[g][i] for g, i in enumerate(solution.plan)) + solution.overhead
     calibration_info = setup.calibration.info if setup.calibration is not None else {}
     return FitResult(solution.packed, groups, solution.plan, line, setup.damage_proxy, calibration_info, estimated,
