@@ -49,6 +49,12 @@ def looks_like_zlib(data: bytes) -> bool:
     return len(data) >= 2 and data[0] == 0x78 and (data[0] * 256 + data[1]) % 31 == 0
 
 
+def looks_like_legacy(data: bytes) -> bool:
+    """Whether `data` starts the way a legacy file does (an xz or a zlib stream); only
+    `read_legacy` can tell for sure."""
+    return data.startswith(XZ_MAGIC) or looks_like_zlib(data)
+
+
 def _bounded(decompressor: Any, data: bytes, where: str, codec: str) -> bytes | None:
     """The decompressed payload, stopping at MAX_LEGACY_PAYLOAD_BYTES; None when `data`
     is not a `codec` stream at all (for zlib, whose 2-byte signature is weak)."""
