@@ -42,7 +42,7 @@ from artifactkit.plan.banks import expand_banks, restore_banks  # noqa: E402
 from artifactkit.roundtrip.evaluate import default_seq_len  # noqa: E402
 from artifactkit.roundtrip.model_factory import build_model  # noqa: E402
 from eval.bpb import build_byte_tables  # noqa: E402
-from eval.evaluate import evaluate_bpb  # noqa: E402
+from eval.evaluate import evaluate_bpb, standard_scored_targets  # noqa: E402
 from eval.runtime import load_tokenizer  # noqa: E402
 from eval.shards import load_tokens  # noqa: E402
 
@@ -97,7 +97,7 @@ def main() -> None:
     model = build_model(checkpoint.arch, checkpoint.config, checkpoint.state_dict, where=str(run / "ckpt.pt"))
     expanded, records = expand_banks(checkpoint.state_dict)
 
-    windows = torch.from_numpy(tokens[: (len(tokens) - 1) // seq_len * seq_len + 1].astype("int64"))
+    windows = torch.from_numpy(tokens[: standard_scored_targets(len(tokens), seq_len) + 1].astype("int64"))
     inputs = windows[:-1].reshape(-1, seq_len)
     targets = windows[1:].reshape(-1, seq_len)
 

@@ -76,7 +76,7 @@ from artifactkit.quantize.calibration import tokens_from_shards  # noqa: E402
 from artifactkit.roundtrip.evaluate import default_seq_len, load_val_tokens  # noqa: E402
 from artifactkit.roundtrip.model_factory import build_model  # noqa: E402
 from eval.bpb import build_byte_tables  # noqa: E402
-from eval.evaluate import evaluate_bpb  # noqa: E402
+from eval.evaluate import evaluate_bpb, standard_scored_targets  # noqa: E402
 from eval.runtime import file_sha256, load_tokenizer  # noqa: E402
 
 REPORT_DIR = ROOT / "reports"
@@ -192,7 +192,7 @@ class Run:
         """(nll sum, bytes) of each of EVAL_CHUNKS consecutive runs of standard windows:
         together exactly the windows of one evaluation over all the tokens."""
         model = build_model(self.checkpoint.arch, self.config, state_dict, where=str(self.checkpoint_path))
-        windows = (len(self.val_tokens) - 1) // self.seq_len
+        windows = standard_scored_targets(len(self.val_tokens), self.seq_len) // self.seq_len
         chunks = min(EVAL_CHUNKS, windows)
         sums = []
         for chunk in range(chunks):
@@ -232,9 +232,8 @@ class RunInfo:
 
     @classmethod
     def of(cls, run: Run) -> RunInfo:
-        scored = ((len(run.val_tokens) - 1) // run.seq_len) * run.seq_len
         return cls(run.name, run.role, str(run.checkpoint_path), run.checkpoint.step, run.checkpoint.num_params,
-                   run.float_bpb, scored, run.seq_len, run.sha256)
+                   run.float_bpb, standard_scored_targets(len(run.val_tokens), run.seq_len), run.seq_len, run.sha256)
 
 
 def say(message: str) -> None:

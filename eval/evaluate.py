@@ -74,6 +74,15 @@ class EvalResult:
         return asdict(self)
 
 
+def standard_scored_targets(num_tokens: int, seq_len: int) -> int:
+    """How many targets standard evaluation scores over `num_tokens` tokens:
+    `⌊(N−1)/seq_len⌋·seq_len`, from the first that many + 1 tokens (0 when not one window
+    of `seq_len` fits; `plan_windows` refuses that case)."""
+    if num_tokens < 2 or seq_len < 1:
+        return 0
+    return (num_tokens - 1) // seq_len * seq_len
+
+
 def plan_windows(num_tokens: int, seq_len: int, stride: int | None = None) -> WindowPlan:
     """Plan the evaluation windows over a stream of `num_tokens` tokens (targets are
     tokens 1..N-1). `stride=None` is standard evaluation; any stride is sliding."""
@@ -81,7 +90,7 @@ def plan_windows(num_tokens: int, seq_len: int, stride: int | None = None) -> Wi
         raise EvalError(f"seq_len is {seq_len:,}; it must be at least 1")
     total_targets = num_tokens - 1
     if stride is None:
-        count = total_targets // seq_len if total_targets > 0 else 0
+        count = standard_scored_targets(num_tokens, seq_len) // seq_len
         if count == 0:
             raise EvalError(
                 f"{num_tokens:,} tokens are fewer than one window of seq_len {seq_len:,} + 1; "

@@ -31,7 +31,7 @@ from train.config import TrainConfig
 from train.data import PreparedData, TokenStream, load_tokenizer, prepare_embedded_corpus
 from train.jepa import JepaObjective, ema_update
 from train.model import GPT
-from train.optim import build_optimizers, lr_multiplier, muon_momentum, warmdown_factor
+from train.optim import build_optimizers, lr_multiplier_for_decay, muon_momentum, warmdown_factor
 from train.precision import apply_seed_master_dtypes
 
 RUN_FORMAT = "artifactkit-run/1"
@@ -416,8 +416,9 @@ class Trainer:
         """One optimizer step in the seed's order; advances `state`; returns the log row."""
         config, model, jepa = self.config, self.model, self.jepa
         started = time.perf_counter()
-        multiplier = lr_multiplier(state.step, state.elapsed_s, config)
-        in_warmdown = warmdown_factor(state.step, state.elapsed_s, config) < 1
+        warmdown = warmdown_factor(state.step, state.elapsed_s, config)
+        multiplier = lr_multiplier_for_decay(state.step, warmdown, config)
+        in_warmdown = warmdown < 1
         self.optimizers.set_schedule(multiplier, muon_momentum(state.step, config))
         # the seed's JEPA weight follows the whole LR multiplier: ramp-up, then anneal
         jepa_weight = config.jepa_weight * multiplier

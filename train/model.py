@@ -180,10 +180,11 @@ class Rotary(nn.Module):
         exponents = self.exponents.to(device)
         return 1.0 / (self.base * ratio ** ((rd / (rd - 2)) ** exponents))
 
-    def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """float32 cos/sin tables [1, seq_len, 1, rope_dims / 2] (each attention casts them)."""
         frequencies = self.frequencies(seq_len, device)
         angles = torch.outer(torch.arange(seq_len, device=device, dtype=frequencies.dtype), frequencies)
-        return angles.cos()[None, :, None, :].to(dtype), angles.sin()[None, :, None, :].to(dtype)
+        return angles.cos()[None, :, None, :].float(), angles.sin()[None, :, None, :].float()
 
     def apply(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = self.rope_dims // 2
@@ -326,7 +327,7 @@ class GPT(nn.Module):
         banks = self.banks() if banks is None else banks
         x = self.embed(input_ids)
         x0 = x
-        rope = self.rotary(input_ids.size(1), input_ids.device, torch.float32)
+        rope = self.rotary(input_ids.size(1), input_ids.device)
         skip_before = self.config.skip_placement == "before_block"
         skips: list[torch.Tensor] = []
         for block in self.blocks:

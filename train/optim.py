@@ -173,7 +173,11 @@ def warmup_factor(step: int, config: TrainConfig) -> float:
 def lr_multiplier(step: int, elapsed_s: float, config: TrainConfig) -> float:
     """Warm-up times warm-down (floored at `min_lr_frac` of the way down). The JEPA
     weight follows the same multiplier."""
-    decay = warmdown_factor(step, elapsed_s, config)
+    return lr_multiplier_for_decay(step, warmdown_factor(step, elapsed_s, config), config)
+
+
+def lr_multiplier_for_decay(step: int, decay: float, config: TrainConfig) -> float:
+    """`lr_multiplier` given the step's `warmdown_factor` (for a caller that needs it too)."""
     return warmup_factor(step, config) * (config.min_lr_frac + (1 - config.min_lr_frac) * decay)
 
 

@@ -104,12 +104,14 @@ class FitOptions:
     warn: Callable[[str], None] | None = None  # notices that cannot wait for the end (shown without --progress)
 
     def candidate_options(self) -> CandidateOptions:
-        return CandidateOptions(self.bits_choices, self.clip_choices, self.step_grid, self.keep_float,
-                                self.lqer_rank, self.gptq, self.act_order, self.search_clip, self.codec)
+        return CandidateOptions(bits_choices=self.bits_choices, clip_choices=self.clip_choices,
+                                step_grid=self.step_grid, keep_float=self.keep_float, lqer_rank=self.lqer_rank,
+                                gptq=self.gptq, act_order=self.act_order, search_clip=self.search_clip,
+                                codec=self.codec)
 
     def calibration_request(self) -> CalibrationRequest:
-        return CalibrationRequest(self.calib, self.calib_seqs, self.seq_len, self.config, self.seed,
-                                  self.progress, self.warn)
+        return CalibrationRequest(calib=self.calib, calib_seqs=self.calib_seqs, seq_len=self.seq_len,
+                                  config=self.config, seed=self.seed, progress=self.progress, warn=self.warn)
 
 
 @dataclass
@@ -255,6 +257,17 @@ def _scale_damage(setup: _Setup, groups: list[Group], options: FitOptions) -> No
         group.rescale(tuple(kl / term if term > 0 else 0.0 for kl, term in zip(kls, terms, strict=True)))
 
 
+def _policy_index(group: Group) -> int:
+    """The index of the group's policy candidate (exactly what `pack` stores)."""
+    return next(index for index, candidate in enumerate(group.candidates) if candidate.family == "policy")
+
+
+def _policy_codes(groups: list[Group]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """name -> (codes, scales) of each group's policy candidate."""
+    entries = [(group.name, group.entries[_policy_index(group)].quantized) for group in groups]
+    return {name: (quantized.codes, quantized.scales) for name, quantized in entries}
+
+
 class _Packer:
     """Real packs of plans: the base model (every tensor as the policy stores it) built
     once, each plan's chosen entries swapped in."""
@@ -262,7 +275,10 @@ class _Packer:
     def __init__(self, setup: _Setup, groups: list[Group], options: FitOptions) -> None:
         checkpoint = setup.checkpoint
         self.meta = {**checkpoint_meta(checkpoint), "fit": {"damage_proxy": setup.damage_proxy, "seed": options.seed}}
-        self.base = quantize_state_dict(checkpoint.state_dict, setup.policy, options.user_rules, self.meta)
+        # Every group's policy candidate already holds the policy's codes (and every plan
+        # swaps a group's base entry out), so the base quantizes only the other tensors.
+        self.base = quantize_state_dict(checkpoint.state_dict, setup.policy, options.user_rules, self.meta,
+                                        precomputed=_policy_codes(groups))
         self.policy = replace(setup.policy, name=f"fit({setup.policy.name})")
         self.groups, self.codec, self.code_bytes = groups, options.codec, setup.code_bytes
         self.count = 0
@@ -288,9 +304,13 @@ class _Solution:
     notices: list[str]
 
 
-def _solve(checkpoint_path: str | Path, groups: list[Group], packer: _Packer, options: FitOptions) -> _Solution:
-    costs = [[c.bytes for c in g.candidates] for g in groups]
-    damages = [[c.damage for c in g.candidates] for g in groups]
+def _tables(groups: list[Group]) -> tuple[list[list[int]], list[list[float]]]:
+    """The knapsack's inputs: each group's candidate bytes and (scaled) damages."""
+    return [[c.bytes for c in g.candidates] for g in groups], [[c.damage for c in g.candidates] for g in groups]
+
+
+def _solve(checkpoint_path: str | Path, groups: list[Group], costs: list[list[int]], damages: list[list[float]],
+           packer: _Packer, options: FitOptions) -> _Solution:
     notices: list[str] = []
 
     def estimate(plan: list[int]) -> int:
@@ -332,7 +352,7 @@ def _solve(checkpoint_path: str | Path, groups: list[Group], packer: _Packer, op
         margin = max(2 * margin, total - options.budget)
 
     # The plan `pack` would write: when it fits, fit never returns more damage than it.
-    policy_plan = [next(i for i, c in enumerate(g.candidates) if c.family == "policy") for g in groups]
+    policy_plan = [_policy_index(group) for group in groups]
     policy_plan_damage = None
     if policy_plan != best_plan:
         packed, total = packer.pack(policy_plan)
@@ -398,13 +418,12 @@ def solve_budget(problem: FitProblem, options: FitOptions) -> FitResult:
     setup, groups, fixed, packer, checkpoint_path = (problem.setup, problem.groups, problem.fixed, problem.packer,
                                                      problem.checkpoint_path)
     packer.count = 0
-    solution = _solve(checkpoint_path, groups, packer, options)
+    costs, damages = _tables(groups)
+    solution = _solve(checkpoint_path, groups, costs, damages, packer, options)
     line = BudgetLine(options.budget, solution.packed.artifact_bytes, setup.code_bytes, 0, options.code_rule)
     if not line.ok:  # unreachable by construction; a guard, never a silent overshoot
         raise CheckFailed(f"{checkpoint_path}: the chosen plan is over budget by {-line.headroom:,} bytes; "
                           "report this as a bug")
-    costs = [[c.bytes for c in g.candidates] for g in groups]
-    damages = [[c.damage for c in g.candidates] for g in groups]
     estimated = sum(costs[g][i] for g, i in enumerate(solution.plan)) + solution.overhead
     calibration_info = setup.calibration.info if setup.calibration is not None else {}
     return FitResult(solution.packed, groups, solution.plan, line, setup.damage_proxy, calibration_info, estimated,

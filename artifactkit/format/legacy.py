@@ -49,6 +49,12 @@ def looks_like_zlib(data: bytes) -> bool:
     return len(data) >= 2 and data[0] == 0x78 and (data[0] * 256 + data[1]) % 31 == 0
 
 
+def looks_like_legacy(data: bytes) -> bool:
+    """Whether `data` starts the way a legacy file does (an xz or a zlib stream); only
+    `read_legacy` can tell for sure."""
+    return data.startswith(XZ_MAGIC) or looks_like_zlib(data)
+
+
 def _bounded(decompressor: Any, data: bytes, where: str, codec: str) -> bytes | None:
     """The decompressed payload, stopping at MAX_LEGACY_PAYLOAD_BYTES; None when `data`
     is not a `codec` stream at all (for zlib, whose 2-byte signature is weak)."""
@@ -151,40 +157,51 @@ def _entry(name: str, scheme: str, bits: int | None, tensor: torch.Tensor, dtype
     return ArtifactTensor(name, category, scheme, bits, tuple(tensor.shape), dtype)
 
 
+# One checked tensor of a legacy file: (name, bits (None: passthrough), codes or the
+# passthrough tensor, scale (None: passthrough), the dtype to restore).
+_Planned = tuple[str, int | None, torch.Tensor, torch.Tensor | None, torch.dtype]
+
+
+def _restore(plan: list[_Planned], where: str) -> tuple[list[ArtifactTensor], dict[str, torch.Tensor]]:
+    """Every planned tensor restored (codes dequantized per row, passthrough cast to its
+    restored dtype), after the totals are checked."""
+    _check_totals([(tensor, target) for _, _, tensor, _, target in plan], where)
+    tensors, state = [], {}
+    for name, bits, tensor, scale, target in plan:
+        if bits is not None:
+            state[name] = _per_row(tensor, scale).to(target)
+            tensors.append(_entry(name, SchemeKind.INT, bits, tensor, dtype_name(target)))
+        else:
+            state[name] = tensor.to(target)
+            scheme = dtype_name(tensor.dtype) if tensor.is_floating_point() else "raw"
+            tensors.append(_entry(name, scheme, None, tensor, dtype_name(target)))
+    return tensors, state
+
+
 def _read_baseline(obj: Mapping[str, Any], where: str) -> tuple[list[ArtifactTensor], dict[str, torch.Tensor]]:
     quantized, scales = obj.get("quantized") or {}, obj.get("scales") or {}
     dtypes, passthrough = obj.get("dtypes") or {}, obj.get("passthrough") or {}
     orig_dtypes = obj.get("passthrough_orig_dtypes") or {}
     if not all(isinstance(m, Mapping) for m in (quantized, scales, dtypes, passthrough, orig_dtypes)):
         raise InputError(f"{where}: {BASELINE_FORMAT} file lacks 'quantized'/'scales' dicts; the file is damaged")
-    plan = []  # (name, kind, codes or tensor, scale, target dtype)
+    plan: list[_Planned] = []
     for name, codes in quantized.items():
         if _name(name, where) not in scales:
             raise InputError(f"{where}: tensor {name!r} has codes but no scale; the file is damaged")
         codes, scale = _codes_and_scale(codes, scales[name], where, name)
-        plan.append((name, "int", codes, scale, _to_dtype(dtypes.get(name), where, name) or torch.float32))
+        plan.append((name, 8, codes, scale, _to_dtype(dtypes.get(name), where, name) or torch.float32))
     for name, tensor in passthrough.items():
         tensor = _tensor(tensor, where, f"passthrough tensor {_name(name, where)!r}")
         target = _to_dtype(orig_dtypes.get(name), where, name, STORABLE_DTYPES) or tensor.dtype
-        plan.append((name, "pt", tensor, None, target))
-    _check_totals([(entry[2], entry[4]) for entry in plan], where)
-    tensors, state = [], {}
-    for name, kind, tensor, scale, target in plan:
-        if kind == "int":
-            state[name] = _per_row(tensor, scale).to(target)
-            tensors.append(_entry(name, SchemeKind.INT, 8, tensor, dtype_name(target)))
-        else:
-            state[name] = tensor.to(target)
-            tensors.append(_entry(name, dtype_name(tensor.dtype) if tensor.is_floating_point() else "raw", None,
-                                  tensor, dtype_name(target)))
-    return tensors, state
+        plan.append((name, None, tensor, None, target))
+    return _restore(plan, where)
 
 
 def _read_seed(obj: Mapping[str, Any], where: str) -> tuple[list[ArtifactTensor], dict[str, torch.Tensor]]:
     weights, meta = obj["w"], obj["m"]
     if not isinstance(weights, Mapping) or not isinstance(meta, Mapping):
         raise InputError(f"{where}: seed int6 file lacks the 'w'/'m' dicts; the file is damaged")
-    plan = []  # (name, bits or None, codes or tensor, scale, target dtype)
+    plan: list[_Planned] = []
     for name, info in meta.items():
         _name(name, where)
         if isinstance(info, Mapping) and info.get("t") in ("i6", "i8"):
@@ -202,17 +219,7 @@ def _read_seed(obj: Mapping[str, Any], where: str) -> tuple[list[ArtifactTensor]
         else:
             raise InputError(f"{where}: unknown meta entry {str(info)[:60]!r} for {str(name)[:60]!r}; "
                              "not a seed int6 artifact")
-    _check_totals([(entry[2], entry[4]) for entry in plan], where)
-    tensors, state = [], {}
-    for name, bits, tensor, scale, target in plan:
-        if bits is not None:
-            state[name] = _per_row(tensor, scale).to(target)
-            tensors.append(_entry(name, SchemeKind.INT, bits, tensor, dtype_name(target)))
-        else:
-            state[name] = tensor
-            scheme = dtype_name(tensor.dtype) if tensor.is_floating_point() else "raw"
-            tensors.append(_entry(name, scheme, None, tensor, dtype_name(tensor.dtype)))
-    return tensors, state
+    return _restore(plan, where)
 
 
 def read_legacy(data: bytes, where: str) -> LegacyArtifact | None:

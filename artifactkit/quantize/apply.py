@@ -169,7 +169,8 @@ def quantize_state_dict(
 ) -> QuantizedModel:
     """Expand banks, classify, and apply the policy to every tensor.
 
-    `precomputed` maps expanded names to (codes, scales) produced elsewhere (GPTQ);
+    `precomputed` maps expanded names to (codes, scales) produced elsewhere (GPTQ, or
+    the policy candidates `fit` has already quantized);
     those tensors keep the policy's scheme but skip round-to-nearest.
     """
     policy = policy or default_policy()

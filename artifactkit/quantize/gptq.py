@@ -398,6 +398,29 @@ def prepare_hessian(
     return PreparedHessian(hessian64, inverse_factor, permutation, damp, act_order)
 
 
+def _work_copy(weight: torch.Tensor, device: torch.device | str | None, name: str) -> torch.Tensor:
+    """A float32 copy of `weight` on `device` (default: the weight's) that the rounding
+    may consume; NaN or inf refused."""
+    work_device = torch.device(device) if device is not None else weight.device
+    work = weight.detach().to(work_device, torch.float32, copy=True)
+    if not torch.isfinite(work).all():
+        raise InputError(f"{name}: weight has NaN or inf values; fix the checkpoint before quantizing")
+    return work
+
+
+def _in_gptq_order(
+    work: torch.Tensor, prepared: PreparedHessian
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """`work` with its columns in the prepared Hessian's (act) order, the inverse factor on
+    its device, and the index that puts codes back in the weight's column order (None
+    without act order; computed once, not per candidate)."""
+    inverse_factor = prepared.inverse_factor.to(work.device)
+    if prepared.permutation is None:
+        return work, inverse_factor, None
+    permutation = prepared.permutation.to(work.device)
+    return work[:, permutation], inverse_factor, torch.argsort(permutation)
+
+
 def gptq_quantize(
     weight: torch.Tensor,
     hessian: torch.Tensor | PreparedHessian,
@@ -444,30 +467,23 @@ def gptq_quantize(
         raise InputError(f"{name}: the prepared Hessian has damp={hessian.damp}, act_order={hessian.act_order} "
                          f"but damp={damp}, act_order={act_order} was asked; prepare it with the same options")
     _check_damp(damp, name)
-    work_device = torch.device(device) if device is not None else weight.device
-    work = weight.detach().to(work_device, torch.float32).clone()
-    if not torch.isfinite(work).all():
-        raise InputError(f"{name}: weight has NaN or inf values; fix the checkpoint before quantizing")
+    work = _work_copy(weight, device, name)
     candidates = clip_candidates(work, bits, clip) if search_clip else [row_clip(work, bits, clip)]
     scales = scales_from_clip(candidates[0], bits)
     if rows == 0 or cols == 0:
         return torch.zeros(rows, cols, dtype=torch.int8, device=weight.device), scales.to(weight.device)
 
     prepared = (hessian if isinstance(hessian, PreparedHessian)
-                else prepare_hessian(hessian, damp=damp, act_order=act_order, device=work_device, name=name))
-    hessian64 = prepared.hessian64.to(work_device)
-    inverse_factor = prepared.inverse_factor.to(work_device)
-    permutation = prepared.permutation
-    if permutation is not None:
-        permutation = permutation.to(work_device)
-        work = work[:, permutation]
+                else prepare_hessian(hessian, damp=damp, act_order=act_order, device=work.device, name=name))
+    work, inverse_factor, unpermute = _in_gptq_order(work, prepared)
 
     if len(candidates) == 1:
         codes = _feedback_round(work, scales, bits, inverse_factor, block_size)
     else:
+        hessian64 = prepared.hessian64.to(work.device)
         codes, scales = _best_rows_over_clips(work, hessian64, candidates, bits, inverse_factor, block_size)
-    if permutation is not None:
-        codes = codes[:, torch.argsort(permutation)]
+    if unpermute is not None:
+        codes = codes[:, unpermute]
     return codes.to(weight.device), scales.to(weight.device)
 
 
@@ -489,20 +505,11 @@ def gptq_candidates(
         raise InputError(f"{name}: GPTQ needs a 2-D weight whose columns match the prepared Hessian; "
                          "collect the Hessian for this tensor from the same model")
     rows, cols = weight.shape
-    work_device = torch.device(device) if device is not None else weight.device
-    work = weight.detach().to(work_device, torch.float32)
-    if not torch.isfinite(work).all():
-        raise InputError(f"{name}: weight has NaN or inf values; fix the checkpoint before quantizing")
-    scales = [scales_from_clip(clip.to(work_device), bits) for bits, clip in candidates]
+    work = _work_copy(weight, device, name)
+    scales = [scales_from_clip(clip.to(work.device), bits) for bits, clip in candidates]
     if rows == 0 or cols == 0:
         return [(torch.zeros(rows, cols, dtype=torch.int8), scale.cpu()) for scale in scales]
-    permutation = prepared.permutation
-    unpermute = None
-    if permutation is not None:
-        permutation = permutation.to(work_device)
-        work = work[:, permutation]
-        unpermute = torch.argsort(permutation)  # once, not per candidate
-    inverse_factor = prepared.inverse_factor.to(work_device)
+    work, inverse_factor, unpermute = _in_gptq_order(work, prepared)
     per_chunk = max(1, STACK_ELEMENTS // max(1, rows * cols))
     results = []
     for first in range(0, len(candidates), per_chunk):

@@ -20,6 +20,7 @@ from typing import Any
 
 from artifactkit.errors import InputError
 from artifactkit.io import atomic_write_text
+from eval.evaluate import standard_scored_targets
 from eval.shards import ShardError, load_tokens
 
 RUN_INFO_NAME = "run.json"  # written by `python -m train` beside log.jsonl
@@ -162,7 +163,7 @@ def trainer_validation(log_path: str | Path) -> tuple[TokenSet | None, str | Non
     except ShardError as exc:
         return None, f"the shards of {val_glob} cannot be read ({exc})"
     used = min(int(tokens.size), limit + 1) if limit else int(tokens.size)
-    scored = (used - 1) // seq_len * seq_len if used > 1 and seq_len > 0 else 0
+    scored = standard_scored_targets(used, seq_len)
     return TokenSet(scored, val_glob, f"standard, seq_len {seq_len:,}", _digest(tokens, scored)), None
 
 

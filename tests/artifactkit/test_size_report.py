@@ -15,6 +15,7 @@ from artifactkit.budget import count_code
 from artifactkit.cli import main
 from artifactkit.format.akit import encode_artifact, pack_state_dict
 from artifactkit.format.loader_export import build_loader
+from artifactkit.format.open import read_input
 from artifactkit.format.reader import read_artifact
 from artifactkit.plan.policy import resolve_policy
 from artifactkit.quantize.apply import quantize_state_dict
@@ -146,6 +147,18 @@ def test_artifact_input_reports_the_same_bytes(tmp_path):
     assert document["what_if"] == [] and "needs the float weights" in result.stderr
     result = CliRunner().invoke(main, ["size-report", str(path), "--codecs", "lzma,snappy"])
     assert result.exit_code == 2 and "error: --codecs" in result.stderr
+
+
+def test_read_input_reads_a_checkpoint_once(tmp_path):
+    """size-report tells an artifact from a checkpoint by read_input's bytes; a checkpoint
+    gets only its head there, since load_checkpoint reads the file itself."""
+    checkpoint, artifact, legacy = tmp_path / "model.pt", tmp_path / "model.akit", tmp_path / "model.ptz"
+    torch.save({"w": torch.randn(64, 64)}, checkpoint)
+    artifact.write_bytes(pack_state_dict({"w": torch.randn(4, 4)}, codec="zlib").data)
+    legacy.write_bytes(zlib.compress(b"x" * 1000))
+    assert read_input(checkpoint) == checkpoint.read_bytes()[:16]
+    for whole in (artifact, legacy):
+        assert read_input(whole) == whole.read_bytes()
 
 
 def test_check_gate_counts_loader_bytes_and_enforces_max_delta(tmp_path):

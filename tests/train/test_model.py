@@ -141,7 +141,7 @@ def test_skip_placement_after_block_is_the_seeds_and_before_block_is_modded_nano
         model = _random_banks(GPT(config))
         with torch.no_grad():
             x0 = model.embed(ids)
-            rope = model.rotary(ids.size(1), ids.device, torch.float32)
+            rope = model.rotary(ids.size(1), ids.device)
             first = model.block_forward(model.blocks[0], x0, x0, model.banks(), rope)
             skip = model.skip_w[0] * first
             if placement == "after_block":
