@@ -263,9 +263,10 @@ def _policy_index(group: Group) -> int:
 
 
 def _policy_codes(groups: list[Group]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """name -> (codes, scales) of each group's policy candidate."""
+    """name -> (codes, scales) of each group's policy candidate that the policy stores as int codes
+    (a policy that keeps a matrix in float, e.g. `--policy fp16`, has no codes to hand over)."""
     entries = [(group.name, group.entries[_policy_index(group)].quantized) for group in groups]
-    return {name: (quantized.codes, quantized.scales) for name, quantized in entries}
+    return {name: (quantized.codes, quantized.scales) for name, quantized in entries if quantized is not None}
 
 
 class _Packer:
