@@ -72,7 +72,7 @@ record recipe's int7 tied embedding of a mid model 0.995 -> 0.918 (0.893), the G
 0.946 -> 0.867 (0.873), MiniLM's word embeddings 0.9985 -> 0.992 (0.989); whole codes
 sections: the GPTQ model's int6 0.9866 -> 0.9807, the record artifact 0.9929 -> 0.9868 (lrzip
 0.9874). i.i.d. rows find no reference and pay only the (lzma'd, all-zero) per-row fields.
-Choosing references costs ~0.7 CPU s on a 36M model (count sketch + a window along the first
+Choosing references costs ~0.5 CPU s on a 36M model (count sketch + a window along the first
 principal direction, not a rows x rows search).
 
 Determinism: the same input gives the same bytes on a given numpy build.
