@@ -295,12 +295,18 @@ AKC2_BLOB = base64.b64decode(
 )
 
 
-def test_second_version_blobs_written_by_the_previous_encoder_still_decode() -> None:
+def decodes_to_legacy_codes(blob: bytes, magic: bytes) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    """Checks that an old encoder's blob of `legacy_codes()` decodes to them; returns (codes, scales, bits)."""
     codes, bits = legacy_codes()
-    assert AKC2_BLOB[:4] == b"AKC2"
+    assert blob[:4] == magic
     scales = [np.ones(len(matrix), dtype=np.float16) for matrix in codes]
-    decoded = ans.decode_codes(AKC2_BLOB, [m.shape for m in codes], scales, bits)
+    decoded = ans.decode_codes(blob, [m.shape for m in codes], scales, bits)
     assert all(np.array_equal(a, b) for a, b in zip(decoded, codes, strict=True))
+    return codes, scales, bits
+
+
+def test_second_version_blobs_written_by_the_previous_encoder_still_decode() -> None:
+    codes, scales, bits = decodes_to_legacy_codes(AKC2_BLOB, b"AKC2")
     for position in range(0, len(AKC2_BLOB), 7):  # and damage is still caught
         damaged = bytearray(AKC2_BLOB)
         damaged[position] ^= 0x5A
@@ -344,11 +350,7 @@ AKC3_BLOB = base64.b64decode(
 
 
 def test_third_version_blobs_written_by_the_previous_encoder_still_decode() -> None:
-    codes, bits = legacy_codes()
-    assert AKC3_BLOB[:4] == b"AKC3"
-    scales = [np.ones(len(matrix), dtype=np.float16) for matrix in codes]
-    decoded = ans.decode_codes(AKC3_BLOB, [m.shape for m in codes], scales, bits)
-    assert all(np.array_equal(a, b) for a, b in zip(decoded, codes, strict=True))
+    codes, scales, bits = decodes_to_legacy_codes(AKC3_BLOB, b"AKC3")
     with pytest.raises(InputError, match="table block size"):  # the same bytes read as AKC4 lack the references
         ans.decode_codes(b"AKC4" + AKC3_BLOB[4:], [m.shape for m in codes], scales, bits)
 
