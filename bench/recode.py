@@ -34,13 +34,13 @@ REPORT = REPO / "reports" / "frontier_recode.md"
 
 
 def recoded_bytes(path: str) -> int | None:
-    """Bytes of the artifact at `path` re-encoded now (codec ans), or None when its codes
+    """Bytes of the artifact at `path` re-encoded now (with its own codec choice), or None when its codes
     section is not ans-coded; SystemExit if the codes do not read back identical."""
     artifact = read_artifact(path)
     if {s["name"]: s["codec"] for s in artifact.header["sections"]}.get("codes") != "ans":
         return None
     model = artifact.quantized_model()
-    packed = encode_artifact(model, "ans")
+    packed = encode_artifact(model, artifact.header["codec"])  # the same codec choice: only the coder is new
     again = read_artifact(packed.data).quantized_model()
     for before, after in zip(model.entries, again.entries, strict=True):
         if before.scheme.is_int and not np.array_equal(before.quantized.codes.numpy(), after.quantized.codes.numpy()):

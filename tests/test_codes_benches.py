@@ -46,8 +46,11 @@ def test_ans_real_smoke_run_reports_every_variant(trained: Path, tmp_path) -> No
     for variant in ("row classes (AKC2 model)", "auto without reference rows (AKC3 coder)", "auto (default, AKC4)"):
         assert variant in text
     summary = next(line for line in text.splitlines() if line.startswith("| trained here"))
-    ratios = [float(cell.strip(" *")) for cell in summary.split("|")[2:5]]  # int6: AKC4, AKC3, AKC2
-    assert all(0.5 < ratio < 1.2 for ratio in ratios), summary
+    cells = [float(cell.strip(" *")) for cell in summary.split("|")[2:-1]]
+    int6_akc4, int6_akc3, int6_akc2, all_akc4, all_akc3 = cells[0], cells[1], cells[2], cells[5], cells[6]
+    assert all(0.5 < ratio < 1.2 for ratio in (int6_akc4, int6_akc3, int6_akc2)), summary
+    # the micro model's tied embedding has near-duplicate rows (test below): reference rows pay
+    assert all_akc4 < all_akc3, summary
 
 
 def test_recode_rewrites_a_points_file_with_identical_codes(trained: Path, tmp_path) -> None:

@@ -127,7 +127,7 @@ HEADER = struct.Struct("<4sBBHIIII")
 MAGIC = b"AKC4"
 # Reference rows: a row may be stored as its codes minus (k/8) x an earlier row's of the same tensor.
 SLOPE_STEPS = 8  # |k| <= 8: slopes -1..1 in eighths
-REFERENCE_WINDOW = 32  # candidates: this many rows on each side in the order along the rows' first principal direction
+REFERENCE_WINDOW = 32  # candidates: this many rows on each side in each of two orders along the first principal direction
 SKETCH_DIMS = 64  # candidates are compared on a random sketch of the centred rows; the chosen one exactly
 # Rows shorter than SKETCH_DIMS never take a reference; the decoder relies on it (at most total / 64
 # referenced rows), so this must stay >= 64.
@@ -465,23 +465,32 @@ def _sketch(matrix: np.ndarray) -> np.ndarray:
 
 
 def _reference_candidates(matrix: np.ndarray) -> np.ndarray:
-    """Per row the most similar earlier row among REFERENCE_WINDOW neighbours on each side in the
-    order along the sketch's first principal direction (-1: none earlier)."""
+    """Per row the most similar earlier row among REFERENCE_WINDOW neighbours on each side in two
+    orders of the rows' scores on the sketch's first principal direction (-1: none earlier): by
+    score, and by |score|, where a negated copy sorts next to its original (a slope k < 0 then
+    serves it; measured on the seed-A artifacts, |score| alone finds fewer of the positive
+    copies). Rows are compared a block at a time: memory stays a block's sketch."""
     rows = matrix.shape[0]
     sketch = _sketch(matrix)
     direction = np.ones(SKETCH_DIMS, np.float32)
     for _ in range(8):  # power iteration for the sketch's first principal direction
         direction = sketch.T @ (sketch @ direction)
         direction /= np.linalg.norm(direction) + np.float32(1e-12)
-    order = np.argsort(sketch @ direction, kind="stable")
-    position = np.empty(rows, np.int64)
-    position[order] = np.arange(rows)
-    best, best_similarity, row_index = np.full(rows, -1), np.zeros(rows, np.float32), np.arange(rows)
-    for shift in (*range(-REFERENCE_WINDOW, 0), *range(1, REFERENCE_WINDOW + 1)):
-        neighbour = order[np.clip(position + shift, 0, rows - 1)]
-        similarity = np.abs(np.einsum("rd,rd->r", sketch, sketch[neighbour]))
-        better = (neighbour < row_index) & (similarity > best_similarity)
-        best[better], best_similarity[better] = neighbour[better], similarity[better]
+    score = sketch @ direction
+    best, best_similarity = np.full(rows, -1), np.zeros(rows, np.float32)
+    step = max(1, REFERENCE_CHUNK // SKETCH_DIMS)
+    for key in (score, np.abs(score)):
+        order = np.argsort(key, kind="stable")
+        position = np.empty(rows, np.int64)
+        position[order] = np.arange(rows)
+        for low in range(0, rows, step):
+            row_index = np.arange(low, min(rows, low + step))
+            block = sketch[row_index]
+            for shift in (*range(-REFERENCE_WINDOW, 0), *range(1, REFERENCE_WINDOW + 1)):
+                neighbour = order[np.clip(position[row_index] + shift, 0, rows - 1)]
+                similarity = np.abs(np.einsum("rd,rd->r", block, sketch[neighbour]))
+                better = (neighbour < row_index) & (similarity > best_similarity[row_index])
+                best[row_index[better]], best_similarity[row_index[better]] = neighbour[better], similarity[better]
     return best
 
 
@@ -498,9 +507,9 @@ def reference_rows(matrix: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarra
     the decoder undoes in row order. Near-duplicate rows are common in trained embeddings (tokens the
     data rarely uses drift together) and in MLP input rows; i.i.d. rows find no reference.
 
-    Candidates per row: REFERENCE_WINDOW neighbours on each side in the order of the rows' scores
-    on their first principal direction, compared on a SKETCH_DIMS count sketch of the centred rows
-    (linear time, not a rows x rows search); the best earlier candidate is checked exactly, and the
+    Candidates per row: REFERENCE_WINDOW neighbours on each side in two orders of the rows' scores
+    on their first principal direction (see `_reference_candidates`), compared on a SKETCH_DIMS
+    count sketch of the centred rows (linear time, not a rows x rows search); the best earlier candidate is checked exactly, and the
     row takes it only when the estimated saving exceeds the stored back distance, slope and a
     margin. Rows are checked REFERENCE_CHUNK codes at a time, so memory stays a few times the
     matrix's own int8 bytes whatever its size."""
@@ -614,8 +623,8 @@ def _encode_stream(codes: list[np.ndarray], originals: list[np.ndarray], bits: l
     key = np.array([[matrix.shape[0], matrix.size, width] for matrix, width in zip(codes, bits, strict=True)],
                    "<i8").tobytes()
     header = HEADER.pack(MAGIC, precision, id_width, len(table_bits), lanes, len(words),
-                         len(compressed_tables), zlib.crc32(np.concatenate([matrix.ravel() for matrix in originals]
-                                                                       + [np.zeros(0, np.int8)]), zlib.crc32(key)))
+                         len(compressed_tables), functools.reduce(lambda crc, matrix: zlib.crc32(
+                             np.ascontiguousarray(matrix), crc), originals, zlib.crc32(key)))
     return header + compressed_tables + state.astype("<u4").tobytes() + words.tobytes()
 
 

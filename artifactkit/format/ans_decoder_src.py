@@ -14,13 +14,13 @@ The blob layout is documented in `artifactkit.format.ans`. Reading the source: a
 table is clip(its row's id + its column's offset, the tensor's [first, last] span); an
 AKC1/AKC2 blob has no spans and no offsets, so each code uses its row's table, clipped
 to all tables. An AKC4 blob then adds back each reference row's (k x earlier row + 4) // 8, in
-row order, wrapped into the bit width (the back distance and |k| <= 8 are checked per row;
+row order, wrapped into the bit width (the back distance, |k| <= 8 and the bit width are checked per row;
 only rows of >= 64 codes take references, so at most total / 64 rows may have one, which bounds
 that Python loop for a hostile blob as MAX_STEPS bounds the lanes' loop).
 The clip keeps every table index inside the tables whatever the ids and
 offsets say (a hostile value can only fail the checksum); the header check caps the
 steps at 2**17 (a hostile one-lane blob) and the tables at len(shapes) + 448.
-Size: 3,628 bytes (AKC3's was 3,026, AKC2's 2,707).
+Size: 3,642 bytes (AKC3's was 3,026, AKC2's 2,707).
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ def decode_codes(blob, shapes, bits):
             o, k = o + r * c, k + c
     x = np.frombuffer(blob, "<u4", lanes, 24 + mlen).astype(int)
     words = np.frombuffer(blob, "<u2", nwords, 24 + mlen + 4 * lanes).astype(int)
+    rb = np.frombuffer(meta, "<u4", rows * v4, at * v4).astype(int)
+    rk = np.frombuffer(meta, "i1", rows * v4, (at + 4 * rows) * v4).astype(int)
+    check(np.count_nonzero(rb) * 64 <= total, "references")
     out, pos = np.empty(total, np.int8), 0
     for lo in range(0, total, lanes or 1):
         s = x[:total - lo]
@@ -74,13 +77,10 @@ def decode_codes(blob, shapes, bits):
         s[need] = s[need] << 16 | words[pos:pos + len(need)]
         pos += len(need)
     res = [a.reshape(shape) for a, shape in zip(np.split(out, np.cumsum(n)[:-1]), shapes)]
-    rb = np.frombuffer(meta, "<u4", rows * v4, at * v4).astype(int)
-    rk = np.frombuffer(meta, "i1", rows * v4, (at + 4 * rows) * v4).astype(int)
-    check(np.count_nonzero(rb) * 64 <= total, "references")
     for a, w, B, K in zip(res, bits, np.split(rb, cut), np.split(rk, cut)):
         for i in np.flatnonzero(B):
+            check(B[i] <= i and abs(K[i]) <= 8 and 1 < w < 9, "references")
             h = (1 << w - 1) - 1
-            check(B[i] <= i and abs(K[i]) <= 8, "references")
             a[i] = (a[i] + (K[i] * a[i - B[i]].astype(int) + 4) // 8 + h) % (2 * h + 1) - h
     key = np.array([[r, r * c, b] for (r, c), b in zip(shapes, bits)], "<i8").tobytes()
     check(pos == nwords and (x == 65536).all() and zlib.crc32(out, zlib.crc32(key)) == crc, "checksum")

@@ -487,7 +487,7 @@ def similar_rows(rng: np.random.Generator, rows: int = 160, cols: int = 96, bits
     weights = rng.standard_t(5, size=(rows, cols))
     for row in range(8, rows, 3):
         source = int(rng.integers(0, row))
-        factor = (1.0, -1.0, 0.5)[row % 3]
+        factor = (1.0, -1.0, 0.5)[(row // 3) % 3]
         weights[row] = factor * weights[source] + rng.normal(0, 0.05, cols)
     scale = 3 * weights.std() / levels(bits)
     return np.clip(np.rint(weights / scale), -levels(bits), levels(bits)).astype(np.int8)
@@ -505,6 +505,7 @@ def test_reference_rows_are_undone_exactly_and_point_backwards(bits: int) -> Non
     stored, back, slope = ans.reference_rows(codes, bits)
     used = np.flatnonzero(back)
     assert len(used) > 20 and (back[used] <= used).all() and (np.abs(slope) <= ans.SLOPE_STEPS).all()
+    assert (slope < 0).any() and (slope > 0).any()  # negated copies are found too (the sign-folded order)
     assert np.abs(stored[used]).mean() < 0.5 * np.abs(codes[used]).mean()  # residuals are small
     restored = stored.astype(np.int64)
     top = levels(bits)
