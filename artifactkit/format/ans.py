@@ -128,9 +128,10 @@ MAGIC = b"AKC4"
 # Reference rows: a row may be stored as its codes minus (k/8) x an earlier row's of the same tensor.
 SLOPE_STEPS = 8  # |k| <= 8: slopes -1..1 in eighths
 REFERENCE_WINDOW = 32  # candidates: this many rows on each side in each of two orders along the first principal direction
-SKETCH_DIMS = 64  # candidates are compared on a random sketch of the centred rows; the chosen one exactly
-# Rows shorter than SKETCH_DIMS never take a reference; the decoder relies on it (at most total / 64
-# referenced rows), so this must stay >= 64.
+SKETCH_DIMS = 64  # candidates are compared on a random sketch of the centred rows (at most cols / 4 wide, so
+# the float32 sketch never outweighs the int8 codes); the chosen candidate is checked exactly
+MIN_REFERENCE_COLS = 64  # shorter rows never take a reference; the decoder relies on it (at most total / 64
+# referenced rows), so this must stay >= 64
 REFERENCE_MIN_COSINE = 0.2  # below this (exact, centred) a reference cannot pay for itself (measured)
 REFERENCE_MARGIN_BITS = 8  # a row takes a reference only if it saves this many bits beyond the reference's own cost
 REFERENCE_CHUNK = 1 << 21  # codes checked at once when choosing references (bounds the float copies)
@@ -447,14 +448,16 @@ def _row_bits(values: np.ndarray) -> np.ndarray:
 
 
 def _sketch(matrix: np.ndarray) -> np.ndarray:
-    """[rows, SKETCH_DIMS] unit-norm count sketch of the centred rows: random signs, columns summed
-    in random groups. Built a group of columns at a time, so a huge tensor needs no float copy."""
+    """[rows, dims] unit-norm count sketch of the centred rows (dims = min(SKETCH_DIMS, cols // 4)):
+    random signs, columns summed in random groups, built a group of columns at a time, so a huge
+    tensor needs no float copy of itself."""
     rows, cols = matrix.shape
+    dims = min(SKETCH_DIMS, cols // 4)
     rng = np.random.default_rng(0)
     permutation, signs = rng.permutation(cols), rng.choice(np.array([-1, 1], np.float32), cols)
-    edges = np.arange(SKETCH_DIMS + 1) * cols // SKETCH_DIMS
-    sketch = np.empty((rows, SKETCH_DIMS), np.float32)
-    for group in range(SKETCH_DIMS):
+    edges = np.arange(dims + 1) * cols // dims
+    sketch = np.empty((rows, dims), np.float32)
+    for group in range(dims):
         members = permutation[edges[group]:edges[group + 1]]
         sketch[:, group] = matrix[:, members].astype(np.float32) @ signs[members]
     # The sketch is linear, so centring the rows is subtracting each row's mean times the sketch of ones.
@@ -469,28 +472,25 @@ def _reference_candidates(matrix: np.ndarray) -> np.ndarray:
     orders of the rows' scores on the sketch's first principal direction (-1: none earlier): by
     score, and by |score|, where a negated copy sorts next to its original (a slope k < 0 then
     serves it; measured on the seed-A artifacts, |score| alone finds fewer of the positive
-    copies). Rows are compared a block at a time: memory stays a block's sketch."""
+    copies). The sketch is put in each order once, so every shift compares contiguous rows."""
     rows = matrix.shape[0]
     sketch = _sketch(matrix)
-    direction = np.ones(SKETCH_DIMS, np.float32)
+    direction = np.ones(sketch.shape[1], np.float32)
     for _ in range(8):  # power iteration for the sketch's first principal direction
         direction = sketch.T @ (sketch @ direction)
         direction /= np.linalg.norm(direction) + np.float32(1e-12)
     score = sketch @ direction
     best, best_similarity = np.full(rows, -1), np.zeros(rows, np.float32)
-    step = max(1, REFERENCE_CHUNK // SKETCH_DIMS)
     for key in (score, np.abs(score)):
         order = np.argsort(key, kind="stable")
-        position = np.empty(rows, np.int64)
-        position[order] = np.arange(rows)
-        for low in range(0, rows, step):
-            row_index = np.arange(low, min(rows, low + step))
-            block = sketch[row_index]
-            for shift in (*range(-REFERENCE_WINDOW, 0), *range(1, REFERENCE_WINDOW + 1)):
-                neighbour = order[np.clip(position[row_index] + shift, 0, rows - 1)]
-                similarity = np.abs(np.einsum("rd,rd->r", block, sketch[neighbour]))
-                better = (neighbour < row_index) & (similarity > best_similarity[row_index])
-                best[row_index[better]], best_similarity[row_index[better]] = neighbour[better], similarity[better]
+        ordered = sketch[order]
+        for shift in range(1, min(REFERENCE_WINDOW, rows - 1) + 1):
+            similarity = np.abs(np.einsum("rd,rd->r", ordered[:-shift], ordered[shift:]))
+            first, second = order[:-shift], order[shift:]
+            # Each pair serves its later row; within one direction every row is a target once.
+            for target, source in ((first, second), (second, first)):
+                better = (source < target) & (similarity > best_similarity[target])
+                best[target[better]], best_similarity[target[better]] = source[better], similarity[better]
     return best
 
 
@@ -508,14 +508,13 @@ def reference_rows(matrix: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarra
     data rarely uses drift together) and in MLP input rows; i.i.d. rows find no reference.
 
     Candidates per row: REFERENCE_WINDOW neighbours on each side in two orders of the rows' scores
-    on their first principal direction (see `_reference_candidates`), compared on a SKETCH_DIMS
-    count sketch of the centred rows (linear time, not a rows x rows search); the best earlier candidate is checked exactly, and the
+    on their first principal direction (see `_reference_candidates`), compared on a count sketch of the centred rows (linear time, not a rows x rows search); the best earlier candidate is checked exactly, and the
     row takes it only when the estimated saving exceeds the stored back distance, slope and a
     margin. Rows are checked REFERENCE_CHUNK codes at a time, so memory stays a few times the
     matrix's own int8 bytes whatever its size."""
     rows, cols = matrix.shape
     back, slope = np.zeros(rows, np.int64), np.zeros(rows, np.int64)
-    if rows < 2 or cols < SKETCH_DIMS:
+    if rows < 2 or cols < MIN_REFERENCE_COLS:
         return matrix, back, slope
     best = _reference_candidates(matrix)
     top, stored = levels(bits), None
