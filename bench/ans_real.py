@@ -69,10 +69,11 @@ REPORT = REPO / "reports" / "ans_real.md"
 SORT_ROWS_LIMIT = 8192  # greedy nearest-neighbour order needs a rows x rows similarity matrix
 TARGET = 0.98
 # The stored-blob variants measured: label -> (context model, reference rows).
-VARIANTS = {"row classes (AKC2 model)": ("classes", False), "row-levels": ("row-levels", True),
-            "levels": ("levels", True), "auto without reference rows (AKC3 coder)": ("auto", False),
-            "**auto (default, AKC4)**": ("auto", True)}
 DEFAULT, AKC3, AKC2 = "**auto (default, AKC4)**", "auto without reference rows (AKC3 coder)", "row classes (AKC2 model)"
+VARIANTS = {AKC2: ("classes", False), "row-levels": ("row-levels", True), "levels": ("levels", True),
+            AKC3: ("auto", False), DEFAULT: ("auto", True)}
+# The same coders on one tensor at a time (the per-tensor table's columns).
+PER_TENSOR_VARIANTS = {"ans AKC2 model": VARIANTS[AKC2], "ans AKC3": VARIANTS[AKC3], "ans auto (AKC4)": VARIANTS[DEFAULT]}
 
 
 @dataclass
@@ -313,7 +314,7 @@ def candidates(tensors: list[Tensor]) -> list[tuple[str, float, float, float]]:
 def per_tensor_table(tensors: list[Tensor], skip_slow: bool,
                      use_lrzip: bool) -> tuple[list[str], dict[str, dict[str, float]]]:
     codecs = general_codecs(skip_slow)
-    columns = ["ans AKC2 model", "ans AKC3", "ans auto (AKC4)", *codecs] + (["lrzip sorted^T"] if use_lrzip else [])
+    columns = [*PER_TENSOR_VARIANTS, *codecs] + (["lrzip sorted^T"] if use_lrzip else [])
     totals = dict.fromkeys(["H0", *columns], 0.0)
     totals6 = dict.fromkeys(["H0", *columns], 0.0)
     lines = ["| tensor | shape | bits | H0 bytes | " + " | ".join(columns) + " |",
@@ -321,8 +322,7 @@ def per_tensor_table(tensors: list[Tensor], skip_slow: bool,
     for t in tensors:
         bound = order0_bytes(t.codes) + 0.0  # + 0.0: a constant tensor's -0.0 prints as 0
         raw = t.codes.tobytes()
-        sizes = {"ans AKC2 model": len(ans_blob([t], "classes", False)), "ans AKC3": len(ans_blob([t], "auto", False)),
-                 "ans auto (AKC4)": len(ans_blob([t], "auto"))}
+        sizes = {name: len(ans_blob([t], model, references)) for name, (model, references) in PER_TENSOR_VARIANTS.items()}
         sizes.update({name: compress(raw) for name, compress in codecs.items()})
         if use_lrzip:
             sizes["lrzip sorted^T"] = lrzip(sorted_transposed(t.codes))[0]

@@ -56,18 +56,18 @@ def table(points_file: Path) -> list[str]:
              "|---|---|---:|---:|---:|---:|"]
     for point in run["points"]:
         path = point["path"]
-        if not path.endswith(".akit") or not os.path.exists(path):
-            if point["pipeline"].startswith("record") and os.path.exists(path):
-                se = point.get("extra", {}).get("delta_se", math.nan)
-                lines.append(f"| {point['pipeline']} | {point['setting']} ({point['codec']}, for scale) | "
-                             f"{point['delta_bpb']:+.5f} ± {se:.5f} | {point['bytes']:,} | | |")
+        if not os.path.exists(path):
+            continue
+        measured = f"{point['delta_bpb']:+.5f} ± {point.get('extra', {}).get('delta_se', math.nan):.5f}"
+        if not path.endswith(".akit"):  # the record's own codec: listed for scale
+            if point["pipeline"].startswith("record"):
+                lines.append(f"| {point['pipeline']} | {point['setting']} ({point['codec']}, for scale) | {measured} | "
+                             f"{point['bytes']:,} | | |")
             continue
         now = recoded_bytes(path)
-        if now is None:
-            continue
-        se = point.get("extra", {}).get("delta_se", math.nan)
-        lines.append(f"| {point['pipeline']} | {point['setting']} | {point['delta_bpb']:+.5f} ± {se:.5f} | "
-                     f"{point['bytes']:,} | {now:,} | {now / point['bytes']:.4f} |")
+        if now is not None:
+            lines.append(f"| {point['pipeline']} | {point['setting']} | {measured} | {point['bytes']:,} | {now:,} | "
+                         f"{now / point['bytes']:.4f} |")
     return lines + [""]
 
 

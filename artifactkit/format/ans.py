@@ -89,8 +89,9 @@ Blob layout (little endian):
                        | int8 slope k of each row's reference [total rows])
     states  uint32[n_lanes]      final encoder states = decoder start states
     words   uint16[n_words]      renormalisation words, in decoding order
-    Older blobs still decode: b"AKC3" is AKC4 without the reference fields, b"AKC2" has no spans and no column offsets (every code
-    uses its row's table) and b"AKC1" is AKC2 with the table block zlib'd.
+    Older blobs still decode: b"AKC3" is AKC4 without the reference fields, b"AKC2" has no
+    spans and no column offsets (every code uses its row's table) and b"AKC1" is AKC2 with
+    the table block zlib'd.
 """
 
 from __future__ import annotations
@@ -430,10 +431,8 @@ def encode_codes(codes: list[np.ndarray], scales: list[np.ndarray], bits: list[i
             table_range[index] = start, start + len(plan.counts) - 1
         table_bits += [width] * len(plan.counts)
         table_counts += _filled(plan.counts)
-    references_block = (np.concatenate(back + [np.zeros(0, np.int64)]).astype("<u4").tobytes()
-                        + np.concatenate(slope + [np.zeros(0, np.int64)]).astype("i1").tobytes())
     return _encode_stream(codes, originals, bits, row_ids, offsets, table_range, table_bits, table_counts,
-                          references_block)
+                          back, slope)
 
 
 def _row_bits(values: np.ndarray) -> np.ndarray:
@@ -508,8 +507,9 @@ def reference_rows(matrix: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarra
     data rarely uses drift together) and in MLP input rows; i.i.d. rows find no reference.
 
     Candidates per row: REFERENCE_WINDOW neighbours on each side in two orders of the rows' scores
-    on their first principal direction (see `_reference_candidates`), compared on a count sketch of the centred rows (linear time, not a rows x rows search); the best earlier candidate is checked exactly, and the
-    row takes it only when the estimated saving exceeds the stored back distance, slope and a
+    on their first principal direction (see `_reference_candidates`), compared on a count sketch of
+    the centred rows (linear time, not a rows x rows search); the best earlier candidate is checked
+    exactly, and the row takes it only when the estimated saving exceeds the stored back distance, slope and a
     margin. Rows are checked REFERENCE_CHUNK codes at a time and the sketch is at most cols / 4
     wide, so memory stays a few times the matrix's own int8 bytes (measured: 1.3x for 2^27 codes
     in 2,048-wide rows, 4.8x for 2^24 codes in 64-wide rows, chunk buffers included)."""
@@ -562,9 +562,9 @@ def _table_indices(row_ids: np.ndarray, offsets: np.ndarray, table_range: np.nda
 
 def _encode_stream(codes: list[np.ndarray], originals: list[np.ndarray], bits: list[int], row_ids: list[np.ndarray],
                    offsets: list[np.ndarray], table_range: np.ndarray, table_bits: list[int],
-                   table_counts: list[np.ndarray], references_block: bytes) -> bytes:
-    """`codes` as stored (reference rows already subtracted); the checksum covers `originals`,
-    the codes the decoder must return."""
+                   table_counts: list[np.ndarray], back: list[np.ndarray], slope: list[np.ndarray]) -> bytes:
+    """`codes` as stored (reference rows already subtracted, `back` / `slope` per row saying how);
+    the checksum covers `originals`, the codes the decoder must return."""
     precision = PRECISION
     flat = np.concatenate([matrix.ravel() for matrix in codes] + [np.zeros(0, dtype=np.int8)])
     total = len(flat)
@@ -616,7 +616,8 @@ def _encode_stream(codes: list[np.ndarray], originals: list[np.ndarray], bits: l
                    + table_range.astype("<u2").tobytes()
                    + all_ids.astype(f"<u{id_width}").tobytes()
                    + np.concatenate(offsets + [np.zeros(0, dtype=np.int64)]).astype("i1").tobytes()
-                   + references_block)
+                   + np.concatenate(back + [np.zeros(0, dtype=np.int64)]).astype("<u4").tobytes()
+                   + np.concatenate(slope + [np.zeros(0, dtype=np.int64)]).astype("i1").tobytes())
     compressed_tables = compress_table_block(table_block)
     # The checksum also covers rows, size and bit width of each tensor, so decoding with the wrong
     # shapes fails; (0, n) and (0, 0) count as the same empty tensor.

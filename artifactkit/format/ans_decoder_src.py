@@ -13,10 +13,10 @@ into InputError).
 The blob layout is documented in `artifactkit.format.ans`. Reading the source: a code's
 table is clip(its row's id + its column's offset, the tensor's [first, last] span); an
 AKC1/AKC2 blob has no spans and no offsets, so each code uses its row's table, clipped
-to all tables. An AKC4 blob then adds back each reference row's (k x earlier row + 4) // 8, in
-row order, wrapped into the bit width (the back distance, |k| <= 8 and the bit width are checked per row;
-only rows of >= 64 codes take references, so at most total / 64 rows may have one, which bounds
-that Python loop for a hostile blob as MAX_STEPS bounds the lanes' loop).
+to all tables. An AKC4 blob then adds back each reference row's (k x earlier row + 4) // 8,
+in row order, wrapped into the bit width (the back distance, |k| <= 8 and the bit width are
+checked per row; only rows of >= 64 codes take references, so at most total / 64 rows may
+have one, which bounds that Python loop for a hostile blob as MAX_STEPS bounds the lanes').
 The clip keeps every table index inside the tables whatever the ids and
 offsets say (a hostile value can only fail the checksum); the header check caps the
 steps at 2**17 (a hostile one-lane blob) and the tables at len(shapes) + 448.
