@@ -62,8 +62,6 @@ class PreparedData:
                 "train_tokens": self.train_tokens, "val_tokens": self.val_tokens, "fingerprint": self.fingerprint}
 
 
-
-
 def _sentences(documents: Iterable[Document]) -> Iterable[str]:
     for document in documents:
         for line in document.text.splitlines():
