@@ -11,8 +11,9 @@ Models, each quantized once and measured in one run:
   default-pack and fit artifacts of a `mid` checkpoint), their codes as stored.
 
 Per tensor: the order-0 entropy of its codes (H0, the bound), `ans` alone on that
-tensor with the AKC2 model (row classes), the AKC3 coder (`auto` without reference rows)
-and the current default (`auto` with reference rows, AKC4),
+tensor with the AKC2 model (row classes), the AKC3 coder (`auto` without reference rows),
+the AKC4 coder (reference rows, no prototype rows) and the current default (`auto` with
+reference and prototype rows, AKC5),
 brotli-11, zstd-22, lzma-9e, and the leaders' reference: rows sorted by similarity
 (greedy nearest neighbour on the code rows; by first principal component above
 SORT_ROWS_LIMIT rows), transposed, through `lrzip -z -L 9` (ZPAQ; a Debian package,
@@ -68,12 +69,16 @@ from artifactkit.synthetic import seed_shaped_state_dict  # noqa: E402
 REPORT = REPO / "reports" / "ans_real.md"
 SORT_ROWS_LIMIT = 8192  # greedy nearest-neighbour order needs a rows x rows similarity matrix
 TARGET = 0.98
-# The stored-blob variants measured: label -> (context model, reference rows).
-DEFAULT, AKC3, AKC2 = "**auto (default, AKC4)**", "auto without reference rows (AKC3 coder)", "row classes (AKC2 model)"
-VARIANTS = {AKC2: ("classes", False), "row-levels": ("row-levels", True), "levels": ("levels", True),
-            AKC3: ("auto", False), DEFAULT: ("auto", True)}
+# The stored-blob variants measured: label -> (context model, reference rows, prototype rows).
+DEFAULT, AKC4 = "**auto (default, AKC5)**", "auto without prototype rows (AKC4 coder)"
+AKC3, AKC2 = "auto without reference rows (AKC3 coder)", "row classes (AKC2 model)"
+VARIANTS = {AKC2: ("classes", False, False), "row-levels": ("row-levels", True, True),
+            "levels": ("levels", True, True), AKC3: ("auto", False, False), AKC4: ("auto", True, False),
+            DEFAULT: ("auto", True, True)}
+SUMMARY_VARIANTS = {"AKC5": DEFAULT, "AKC4": AKC4, "AKC3": AKC3}  # the summary's columns, newest first
 # The same coders on one tensor at a time (the per-tensor table's columns).
-PER_TENSOR_VARIANTS = {"ans AKC2 model": VARIANTS[AKC2], "ans AKC3": VARIANTS[AKC3], "ans auto (AKC4)": VARIANTS[DEFAULT]}
+PER_TENSOR_VARIANTS = {"ans AKC2 model": VARIANTS[AKC2], "ans AKC3": VARIANTS[AKC3], "ans AKC4": VARIANTS[AKC4],
+                       "ans auto (AKC5)": VARIANTS[DEFAULT]}
 
 
 @dataclass
@@ -160,17 +165,18 @@ def general_codecs(skip_slow: bool) -> dict[str, Callable[[bytes], int]]:
     return codecs
 
 
-def ans_blob(tensors: list[Tensor], model: str, references: bool = True) -> bytes:
+def ans_blob(tensors: list[Tensor], model: str, references: bool = True, prototypes: bool = True) -> bytes:
     codes = [t.codes for t in tensors]
     return ans.encode_codes(codes, [np.ones(len(c), np.float16) for c in codes], [t.bits for t in tensors],
-                            contexts=model, references=references)
+                            contexts=model, references=references, prototypes=prototypes)
 
 
-def ans_round_trip(tensors: list[Tensor], model: str, references: bool, repeats: int) -> tuple[int, float, float]:
+def ans_round_trip(tensors: list[Tensor], variant: tuple[str, bool, bool], repeats: int) -> tuple[int, float, float]:
+    model = variant[0]
     codes = [t.codes for t in tensors]
     scales = [np.ones(len(c), np.float16) for c in codes]
     bits = [t.bits for t in tensors]
-    blob, encode_s, _ = timed(lambda: ans_blob(tensors, model, references), repeats)
+    blob, encode_s, _ = timed(lambda: ans_blob(tensors, *variant), repeats)
     decoded, decode_s, _ = timed(lambda: ans.decode_codes(blob, [c.shape for c in codes], scales, bits), repeats)
     if not all(np.array_equal(a, b) for a, b in zip(decoded, codes, strict=True)):
         raise SystemExit(f"ans ({model}) round trip failed")
@@ -322,7 +328,7 @@ def per_tensor_table(tensors: list[Tensor], skip_slow: bool,
     for t in tensors:
         bound = order0_bytes(t.codes) + 0.0  # + 0.0: a constant tensor's -0.0 prints as 0
         raw = t.codes.tobytes()
-        sizes = {name: len(ans_blob([t], model, references)) for name, (model, references) in PER_TENSOR_VARIANTS.items()}
+        sizes = {name: len(ans_blob([t], *variant)) for name, variant in PER_TENSOR_VARIANTS.items()}
         sizes.update({name: compress(raw) for name, compress in codecs.items()})
         if use_lrzip:
             sizes["lrzip sorted^T"] = lrzip(sorted_transposed(t.codes))[0]
@@ -361,13 +367,12 @@ def measure_source(label: str, tensors: list[Tensor], options, use_lrzip: bool) 
     for scope, subset, bound in (("int6", int6, bound6), ("all int", tensors, bound_all)):
         if not subset or not bound:
             continue
-        results = {name: ans_round_trip(subset, model, references, options.repeats)
-                   for name, (model, references) in VARIANTS.items()}
+        results = {name: ans_round_trip(subset, variant, options.repeats) for name, variant in VARIANTS.items()}
         reference = results[AKC2][0]
         for name, (size, encode_s, decode_s) in results.items():
             out.append(f"| {scope} | {name} | {size:,} | {size / bound:.4f} | {size / reference:.4f} | "
                        f"{encode_s:.2f} | {decode_s:.2f} |")
-        summary[scope] = {name: results[name][0] / bound for name in (DEFAULT, AKC3, AKC2)}
+        summary[scope] = {name: results[name][0] / bound for name in SUMMARY_VARIANTS.values()}
     out += ["", "### Per tensor: bytes / H0 of that tensor, each tensor coded alone", "",
             "`ans` alone on one tensor pays its own header, lane states and tables (the stored blob above shares "
             "them). lrzip: rows in similarity order, transposed, `lrzip -z -L 9`; the permutation is not "
@@ -514,21 +519,27 @@ def main() -> None:
         body += lines
         summaries.append(summary)
     head = ["## Summary: codes section bytes / order-0 bound (target <= 0.98 on int6)", "",
-            "int6 / all int: the codes of those tensors as one blob (AKC4 = the default, `auto` with reference "
-            "rows; AKC3 = the previous coder, `auto` without them; AKC2 = row classes); brotli-11 and lrzip: per "
+            "int6 / all int: the codes of those tensors as one blob (AKC5 = the default, `auto` with reference "
+            "and prototype rows; AKC4 = without prototype rows; AKC3 = without reference rows; the AKC2 row-class "
+            "model is in each model's section); brotli-11 and lrzip: per "
             "tensor, summed (lrzip's permutation not counted); best with side: the best context candidate "
             "(int6) with its side information counted; floor: the best candidate with tables and side "
             "information free.", "",
-            "| model | int6: AKC4 | int6: AKC3 | int6: AKC2 | int6: brotli-11 | int6: lrzip sorted^T | "
-            "all int: AKC4 | all int: AKC3 | all int: lrzip sorted^T | best with side | floor |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| model | " + " | ".join(f"int6: {short}" for short in SUMMARY_VARIANTS)
+            + " | int6: brotli-11 | int6: lrzip sorted^T | " + " | ".join(f"all int: {short}" for short in SUMMARY_VARIANTS)
+            + " | all int: lrzip sorted^T | best with side | floor |",
+            "|---|" + "---:|" * (2 * len(SUMMARY_VARIANTS) + 5)]
     for s in summaries:
-        blank = dict.fromkeys((DEFAULT, AKC3, AKC2), math.nan)
+        blank = dict.fromkeys(SUMMARY_VARIANTS.values(), math.nan)
         int6, every = s.get("int6", blank), s.get("all int", blank)
         per6, per_all = s.get("per_tensor", {}).get("int6", {}), s.get("per_tensor", {}).get("all", {})
-        head.append(f"| {s['label']} | **{int6[DEFAULT]:.4f}** | {int6[AKC3]:.4f} | {int6[AKC2]:.4f} | "
+
+        def ratios(scope: dict[str, float]) -> str:
+            return " | ".join((f"**{scope[name]:.4f}**" if name == DEFAULT else f"{scope[name]:.4f}")
+                              for name in SUMMARY_VARIANTS.values())
+        head.append(f"| {s['label']} | {ratios(int6)} | "
                     f"{per6.get('brotli-11', math.nan):.4f} | {per6.get('lrzip sorted^T', math.nan):.4f} | "
-                    f"**{every[DEFAULT]:.4f}** | {every[AKC3]:.4f} | {per_all.get('lrzip sorted^T', math.nan):.4f} | "
+                    f"{ratios(every)} | {per_all.get('lrzip sorted^T', math.nan):.4f} | "
                     f"{s.get('best_side', math.nan):.4f} | {s.get('best_floor', math.nan):.4f} |")
     text = preamble + head + [""] + body
     if not options.skip_36m:

@@ -25,6 +25,9 @@ Python-step overhead against size. Measured on the 27M-symbol bench model
 (quiet machine, best of 2): 4096 lanes 14,486,715 B, encode 0.48 s / decode
 0.19 s; 1024 lanes 14,477,533 B (-9.2 KB), 0.65 s / 0.36 s; 512 lanes -10.7 KB
 but 0.88 s / 0.65 s. 1024 buys ~12k int6 parameters for ~0.35 s per round trip.
+LANE_SYMBOLS 8192 (was 4096) halves the lanes of streams under 8.4M symbols, where time is
+small anyway: on the 3-5M-code sets of reports/ans_real.md 1.1-1.4 KB (0.02-0.07 %) smaller for
+~0.1 s more; a 36M model keeps its 1024 lanes.
 
 Context model: which static table codes each code. One mechanism serves every model:
 each row has a table id, each column an offset, and a code's table is
@@ -75,21 +78,38 @@ sections: the GPTQ model's int6 0.9866 -> 0.9807, the record artifact 0.9929 -> 
 Choosing references costs ~0.5 CPU s on a 36M model (count sketch + a window along the first
 principal direction, not a rows x rows search).
 
+Prototype rows (AKC5, `prototypes=True`, the default): a tensor may store up to MAX_PROTOTYPES extra
+rows before its first row, which its rows reference like earlier rows (named by an absolute back
+field, so lzma sees one repeated value) but which the decoder does not return. The encoder offers
+one: the codes' first right singular direction scaled to the bit width's range (`_prototypes`).
+Late attention / MLP-up matrices of the record recipe carry 5-11 % of their energy in that one
+direction (random codes: 1 %), fit's int4 MLP-up matrices more: a sign pattern shared by many rows,
+which no scale context and no single earlier row captures (a 2nd-4th direction never paid, measured).
+A row takes the prototype or its earlier-row candidate, whichever saves more; the prototype is kept
+only when its rows save more than its own row costs. Measured (codes section / order-0 bound, AKC4
+-> AKC5): record recipe mid seed B int6 0.9932 -> 0.9920, all int 0.9868 -> 0.9853; fit at the
+record's bytes, all int 0.9802 -> 0.9716 (lrzip 0.9709); MiniLM all int 0.9902 -> 0.9884; the GPTQ
+model, default pack and RTN sets take none (0.9807, 0.9929, 0.9941 unchanged). ~0.1 s on a 36M model.
+
 Determinism: the same input gives the same bytes on a given numpy build.
 
 Blob layout (little endian):
-    header  "<4sBBHIIII": magic b"AKC4", precision, row-id width (1|2 bytes),
+    header  "<4sBBHIIII": magic b"AKC5", precision, row-id width (1|2 bytes),
             n_tables, n_lanes, n_words, table-block length,
-            CRC32 of (int64 [rows, rows * cols, bits] per tensor, then the int8 symbols)
+            CRC32 of (int64 [rows, rows * cols, bits] per tensor, then the int8 symbols of all
+            stored rows, prototypes included, as restored)
     tables  lzma-alone(uint16 freqs[n_tables, 255] over codes -127..127
                        | uint16 [first, last] table of each tensor (any values for a tensor without codes)
-                       | row table ids [total rows], uint8 or uint16
+                       | uint8 prototype rows P of each tensor (<= 4; 0 for a tensor without rows)
+                       | row table ids [total stored rows = rows + P per tensor], uint8 or uint16
                        | int8 column offsets [sum of cols over tensors with rows]
-                       | uint32 back distance of each row's reference [total rows] (0: none)
-                       | int8 slope k of each row's reference [total rows])
+                       | uint32 back field of each stored row [total stored rows] (0: no reference;
+                         < 2**31: distance to the earlier row; else row 2**32 - 1 - back of the tensor)
+                       | int8 slope k of each stored row's reference [total stored rows])
     states  uint32[n_lanes]      final encoder states = decoder start states
     words   uint16[n_words]      renormalisation words, in decoding order
-    Older blobs still decode: b"AKC3" is AKC4 without the reference fields, b"AKC2" has no
+    Older blobs still decode: b"AKC4" is AKC5 without prototype rows (no P field, every back
+    field a distance), b"AKC3" is AKC4 without the reference fields, b"AKC2" has no
     spans and no column offsets (every code uses its row's table) and b"AKC1" is AKC2 with
     the table block zlib'd.
 """
@@ -111,7 +131,7 @@ from artifactkit.format.codecs import lzma_dictionary_size
 from artifactkit.plan.schemes import int_levels
 
 PRECISION = 14
-LANE_SYMBOLS = 4096
+LANE_SYMBOLS = 8192
 MIN_LANES = 16
 MAX_LANES = 1024
 MAX_STEPS = 1 << 17  # the decoder's limit on steps (symbols / lanes)
@@ -125,7 +145,7 @@ MODELS = ("auto", "levels", "row-levels", "classes", "tensor")
 AUTO_MODELS = ("levels", "row-levels")  # "classes" loses to these on every model measured
 STATE_LOW = 1 << 16
 HEADER = struct.Struct("<4sBBHIIII")
-MAGIC = b"AKC4"
+MAGIC = b"AKC5"
 # Reference rows: a row may be stored as its codes minus (k/8) x an earlier row's of the same tensor.
 SLOPE_STEPS = 8  # |k| <= 8: slopes -1..1 in eighths
 REFERENCE_WINDOW = 32  # candidates: this many rows on each side in each of two orders along the first principal direction
@@ -136,6 +156,12 @@ MIN_REFERENCE_COLS = 64  # shorter rows never take a reference; the decoder reli
 REFERENCE_MIN_COSINE = 0.2  # below this (exact, centred) a reference cannot pay for itself (measured)
 REFERENCE_MARGIN_BITS = 8  # a row takes a reference only if it saves this many bits beyond the reference's own cost
 REFERENCE_CHUNK = 1 << 21  # codes checked at once when choosing references (bounds the float copies)
+# Prototype rows (AKC5): extra rows stored before a tensor's first row, which its rows may reference but
+# which are not returned. The encoder stores at most one: the codes' first right singular direction.
+MAX_PROTOTYPES = 4  # per tensor; the decoder refuses more
+PROTOTYPES = 1  # candidate prototypes per tensor (first singular directions; measured: a 2nd, 3rd, 4th never paid)
+PROTOTYPE_ITERATIONS = 6  # power iterations for the first singular direction (it dominates where it pays)
+ABSOLUTE_BACK = 1 << 31  # a back field >= this names row (2**32 - 1 - back) of the stored tensor, not a distance
 SECTION = "codes section"
 
 
@@ -381,14 +407,15 @@ def _check_inputs(shapes: Sequence[tuple[int, int]], scales: Sequence[np.ndarray
 
 
 def encode_codes(codes: list[np.ndarray], scales: list[np.ndarray], bits: list[int], *,
-                 contexts: bool | str = True, references: bool = True) -> bytes:
+                 contexts: bool | str = True, references: bool = True, prototypes: bool = True) -> bytes:
     """Entropy-code the int8 code matrices into one self-describing blob.
 
     `codes[i]` is int8 [rows, cols] with values in [-levels(bits[i]), levels(bits[i])];
     `scales[i]` its row scales (length checked only, see the module docstring).
     `contexts`: True (= "auto": per bit width the model of MODELS estimated smallest), False
     (= "tensor": one table per tensor), or one model's name to force it.
-    `references`: let rows be stored relative to an earlier similar row (see `reference_rows`).
+    `references`: let rows be stored relative to an earlier similar row (see `reference_rows`);
+    `prototypes`: or relative to a prototype row stored before the tensor's first row (AKC5).
     Deterministic: the same input gives the same bytes."""
     model = {True: "auto", False: "tensor"}.get(contexts, contexts) if isinstance(contexts, bool) else contexts
     if model not in MODELS:
@@ -404,11 +431,14 @@ def encode_codes(codes: list[np.ndarray], scales: list[np.ndarray], bits: list[i
             raise InputError(describe(f"{SECTION} tensor {index}", f"a code exceeds ±{levels(width)} "
                                       f"for {width} bits", "clip codes to the bit width's range"))
 
-    originals = codes
-    chosen = [reference_rows(matrix, width) if references else (matrix, np.zeros(matrix.shape[0], np.int64),
-                                                                np.zeros(matrix.shape[0], np.int64))
+    shapes = [matrix.shape for matrix in codes]
+    chosen = [reference_rows(matrix, width, PROTOTYPES if prototypes else 0) if references else _unreferenced(matrix)
               for matrix, width in zip(codes, bits, strict=True)]
-    codes, back, slope = [c for c, _, _ in chosen], [b for _, b, _ in chosen], [k for _, _, k in chosen]
+    # The checksum covers what the decoder restores: each tensor's prototype rows, then its codes.
+    originals = [np.concatenate([rows.prototypes, matrix]) if len(rows.prototypes) else matrix
+                 for rows, matrix in zip(chosen, codes, strict=True)]
+    codes, back, slope = [c.stored for c in chosen], [c.back for c in chosen], [c.slope for c in chosen]
+    prototypes = np.array([len(c.prototypes) for c in chosen], np.int64)
     histograms = [_row_histograms(matrix, width) for matrix, width in zip(codes, bits, strict=True)]
     # Tensors without codes need no table; the rest are grouped by bit width (or one group each).
     coded = [i for i, matrix in enumerate(codes) if matrix.size]
@@ -431,8 +461,8 @@ def encode_codes(codes: list[np.ndarray], scales: list[np.ndarray], bits: list[i
             table_range[index] = start, start + len(plan.counts) - 1
         table_bits += [width] * len(plan.counts)
         table_counts += _filled(plan.counts)
-    return _encode_stream(codes, originals, bits, row_ids, offsets, table_range, table_bits, table_counts,
-                          back, slope)
+    return _encode_stream(codes, originals, shapes, bits, row_ids, offsets, table_range, table_bits, table_counts,
+                          back, slope, prototypes)
 
 
 def _row_bits(values: np.ndarray) -> np.ndarray:
@@ -500,49 +530,150 @@ def _centred_unit(rows: np.ndarray) -> np.ndarray:
     return centred
 
 
-def reference_rows(matrix: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(codes to store, back distance per row (0 = none), slope k per row): row r may be stored as
-    wrap(codes[r] - floor((k * codes[r - back] + 4) / 8)), wrapped into the bit width's range, which
-    the decoder undoes in row order. Near-duplicate rows are common in trained embeddings (tokens the
-    data rarely uses drift together) and in MLP input rows; i.i.d. rows find no reference.
+@dataclass
+class References:
+    """How one tensor's rows are stored (see `reference_rows`). `stored` [P + rows, cols] is what the
+    lanes code: the P `prototypes` rows first, then the tensor's rows; `back` / `slope` per stored row
+    say which earlier stored row a row is relative to: 0 none, below ABSOLUTE_BACK a distance, else
+    the absolute row 2**32 - 1 - back (how rows name a prototype, so lzma sees one repeated value)."""
 
-    Candidates per row: REFERENCE_WINDOW neighbours on each side in two orders of the rows' scores
-    on their first principal direction (see `_reference_candidates`), compared on a count sketch of
-    the centred rows (linear time, not a rows x rows search); the best earlier candidate is checked
-    exactly, and the row takes it only when the estimated saving exceeds the stored back distance, slope and a
-    margin. Rows are checked REFERENCE_CHUNK codes at a time and the sketch is at most cols / 4
-    wide, so memory stays a few times the matrix's own int8 bytes (measured: 1.3x for 2^27 codes
-    in 2,048-wide rows, 4.8x for 2^24 codes in 64-wide rows, chunk buffers included)."""
+    stored: np.ndarray
+    back: np.ndarray
+    slope: np.ndarray
+    prototypes: np.ndarray
+
+
+def _unreferenced(matrix: np.ndarray) -> References:
     rows, cols = matrix.shape
-    back, slope = np.zeros(rows, np.int64), np.zeros(rows, np.int64)
+    return References(matrix, np.zeros(rows, np.int64), np.zeros(rows, np.int64), np.zeros((0, cols), np.int8))
+
+
+def _row_chunks(matrix: np.ndarray) -> list[slice]:
+    """Slices of REFERENCE_CHUNK codes' worth of rows: float and int64 copies are made a chunk at a time."""
+    rows, cols = matrix.shape
+    step = max(1, REFERENCE_CHUNK // max(cols, 1))
+    return [slice(low, min(rows, low + step)) for low in range(0, rows, step)]
+
+
+def _prototypes(matrix: np.ndarray, bits: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(prototypes [count, cols] int64, estimated bits each row saves against each [count, rows]): the
+    codes' first `count` right singular directions (block power iteration), each scaled to the bit
+    width's range. Late attention and MLP-up matrices and embeddings of trained models carry 5-20 % of
+    their energy in the first one (random codes: ~1 %), which no scale context sees: a sign pattern
+    shared by many rows. The estimate is -cols / 2 log2(1 - cos^2) per row, a Gaussian row's saving
+    when its part along the prototype is removed; the exact saving is checked before a row takes it."""
+    rows, cols = matrix.shape
+    chunks = _row_chunks(matrix)
+    directions = np.random.default_rng(0).standard_normal((count, cols)).astype(np.float32)
+    for _ in range(PROTOTYPE_ITERATIONS):
+        image = np.zeros((count, cols), np.float32)
+        for chunk in chunks:
+            block = matrix[chunk].astype(np.float32)
+            image += (directions @ block.T) @ block
+        directions = np.linalg.qr(image.T)[0].T.astype(np.float32)  # orthonormal, first one first
+    peak = np.maximum(np.abs(directions).max(axis=1, keepdims=True), 1e-12)
+    prototypes = np.rint(directions * (levels(bits) / peak)).astype(np.int64)
+    norm = (prototypes * prototypes).sum(axis=1).astype(np.float64)
+    estimate = np.zeros((count, rows))
+    for chunk in chunks:
+        block = matrix[chunk].astype(np.float32)
+        cos2 = (prototypes.astype(np.float32) @ block.T) ** 2 / np.maximum(
+            np.einsum("rc,rc->r", block, block)[None, :] * norm[:, None], 1e-12)
+        estimate[:, chunk] = -0.5 * cols * np.log2(np.maximum(1 - cos2, 1e-6))
+    return prototypes, estimate
+
+
+def _slope(plain: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The least-squares slope k, in eighths (|k| <= SLOPE_STEPS), of each int64 row of `plain` on its
+    reference row."""
+    energy = np.maximum((reference * reference).sum(axis=1), 1)
+    k = np.rint(SLOPE_STEPS * (plain * reference).sum(axis=1) / energy)
+    return np.clip(k, -SLOPE_STEPS, SLOPE_STEPS).astype(np.int64)
+
+
+def _residual(plain: np.ndarray, reference: np.ndarray, k: np.ndarray, top: int) -> np.ndarray:
+    """Each int64 row of `plain` less floor((k * its reference row + 4) / 8), wrapped into [-top, top]."""
+    return (plain - (k[:, None] * reference + SLOPE_STEPS // 2) // SLOPE_STEPS + top) % (2 * top + 1) - top
+
+
+def reference_rows(matrix: np.ndarray, bits: int, prototypes: int = PROTOTYPES) -> References:
+    """How to store `matrix`'s rows: row r may be stored as wrap(codes[r] - floor((k * reference + 4) / 8)),
+    wrapped into the bit width's range, where the reference is an earlier row or the tensor's prototype
+    row (stored before its first row; see `_prototype`), which the decoder undoes in row order.
+    Near-duplicate rows are common in trained embeddings (tokens the data rarely uses drift together)
+    and in MLP input rows; i.i.d. rows find no reference.
+
+    Earlier-row candidates per row: REFERENCE_WINDOW neighbours on each side in two orders of the rows'
+    scores on their first principal direction (see `_reference_candidates`), compared on a count sketch
+    of the centred rows (linear time, not a rows x rows search); the best earlier candidate is checked
+    exactly. A row takes whichever of it and the prototype saves more, by estimate, when that exceeds
+    the stored back distance, slope and a margin; the prototype is kept only when the rows that take it
+    save more than its own row costs. Rows are checked REFERENCE_CHUNK codes at a time and the sketch
+    is at most cols / 4 wide, so memory stays a few times the matrix's own int8 bytes (measured: 1.3x
+    for 2^27 codes in 2,048-wide rows, 4.8x for 2^24 codes in 64-wide rows, chunk buffers included)."""
+    rows, cols = matrix.shape
     if rows < 2 or cols < MIN_REFERENCE_COLS:
-        return matrix, back, slope
+        return _unreferenced(matrix)
+    top, slope_bits = levels(bits), np.log2(2 * SLOPE_STEPS + 1) + REFERENCE_MARGIN_BITS
     best = _reference_candidates(matrix)
-    top, stored = levels(bits), None
-    step = max(1, REFERENCE_CHUNK // cols)
-    for low in range(0, rows, step):
-        candidate = low + np.flatnonzero(best[low:low + step] >= 0)
-        if not len(candidate):
-            continue
-        cosine = np.abs(np.einsum("rc,rc->r", _centred_unit(matrix[candidate]), _centred_unit(matrix[best[candidate]])))
-        candidate = candidate[cosine >= REFERENCE_MIN_COSINE]
-        if not len(candidate):
-            continue
-        plain = matrix[candidate].astype(np.int64)
-        reference = matrix[best[candidate]].astype(np.int64)
-        energy = np.maximum((reference * reference).sum(axis=1), 1)
-        k = np.clip(np.rint(SLOPE_STEPS * (plain * reference).sum(axis=1) / energy), -SLOPE_STEPS, SLOPE_STEPS)
-        k = k.astype(np.int64)
-        residual = (plain - (k[:, None] * reference + SLOPE_STEPS // 2) // SLOPE_STEPS + top) % (2 * top + 1) - top
-        saving = _row_bits(plain) - _row_bits(residual)
-        cost = np.log2(candidate + 1) + np.log2(2 * SLOPE_STEPS + 1) + REFERENCE_MARGIN_BITS
-        use = (saving > cost) & (k != 0)
-        if use.any():
-            stored = matrix.copy() if stored is None else stored
-            chosen = candidate[use]
-            back[chosen], slope[chosen] = chosen - best[chosen], k[use]
-            stored[chosen] = residual[use]
-    return (matrix if stored is None else stored), back, slope
+    prototypes, estimate = _prototypes(matrix, bits, prototypes)
+    prototype_bits = _row_bits(prototypes)
+    try_prototype = estimate > slope_bits
+    try_prototype[np.where(try_prototype, estimate - slope_bits, 0).sum(axis=1) <= prototype_bits] = False
+    # Net saving in bits (-inf: not an option) and slope, per row, of [its earlier row, each prototype].
+    options = 1 + len(prototypes)
+    net, slope = np.full((options, rows), -np.inf), np.zeros((options, rows), np.int64)
+    for chunk in _row_chunks(matrix):
+        candidate = chunk.start + np.flatnonzero(best[chunk] >= 0)
+        if len(candidate):
+            cosine = np.abs(np.einsum("rc,rc->r", _centred_unit(matrix[candidate]),
+                                      _centred_unit(matrix[best[candidate]])))
+            candidate = candidate[cosine >= REFERENCE_MIN_COSINE]
+        if len(candidate):
+            plain, reference = matrix[candidate].astype(np.int64), matrix[best[candidate]].astype(np.int64)
+            slope[0, candidate] = _slope(plain, reference)
+            residual = _residual(plain, reference, slope[0, candidate], top)
+            net[0, candidate] = _row_bits(plain) - _row_bits(residual) - np.log2(candidate + 1) - slope_bits
+        for option, prototype in enumerate(prototypes, 1):
+            candidate = chunk.start + np.flatnonzero(try_prototype[option - 1, chunk])
+            if len(candidate):
+                plain = matrix[candidate].astype(np.int64)
+                reference = np.broadcast_to(prototype, plain.shape)
+                slope[option, candidate] = _slope(plain, reference)
+                residual = _residual(plain, reference, slope[option, candidate], top)
+                net[option, candidate] = _row_bits(plain) - _row_bits(residual) - slope_bits
+    net[slope == 0] = -np.inf
+    # Drop the prototypes whose rows save less (over their next best option) than the prototype's own row
+    # costs, the least paying first, until every one left pays.
+    alive = [option for option in range(1, options) if np.isfinite(net[option]).any()]
+    while alive:
+        ranked = np.sort(net, axis=0)
+        gain = np.where(ranked[-1] > 0, ranked[-1] - np.maximum(ranked[-2], 0), 0)
+        choice = net.argmax(axis=0)
+        worth = [gain[choice == option].sum() - prototype_bits[option - 1] for option in alive]
+        if min(worth) > 0:
+            break
+        net[alive.pop(int(np.argmin(worth)))] = -np.inf
+    choice, use = net.argmax(axis=0), net.max(axis=0) > 0
+    if not use.any():
+        return _unreferenced(matrix)
+    # Kept prototypes are stored as rows 0, 1, ... before the tensor's rows, named by absolute back fields.
+    absolute = np.zeros(options, np.int64)
+    absolute[alive] = 2 ** 32 - 1 - np.arange(len(alive))
+    index = np.arange(rows)
+    back = np.where(use, np.where(choice == 0, index - best, absolute[choice]), 0)
+    slope = np.where(use, slope[choice, index], 0)
+    stored = matrix.copy()
+    for chunk in _row_chunks(matrix):
+        for option in range(options):
+            chosen = chunk.start + np.flatnonzero(use[chunk] & (choice[chunk] == option))
+            if len(chosen):
+                plain = matrix[chosen].astype(np.int64)
+                reference = matrix[best[chosen]].astype(np.int64) if option == 0 else prototypes[option - 1][None]
+                stored[chosen] = _residual(plain, np.broadcast_to(reference, plain.shape), slope[chosen], top)
+    kept = prototypes[[option - 1 for option in alive]].astype(np.int8)
+    return References(np.concatenate([kept, stored]), np.concatenate([np.zeros(len(kept), np.int64), back]),
+                      np.concatenate([np.zeros(len(kept), np.int64), slope]), kept)
 
 
 def _filled(counts: np.ndarray) -> list[np.ndarray]:
@@ -560,11 +691,13 @@ def _table_indices(row_ids: np.ndarray, offsets: np.ndarray, table_range: np.nda
     return np.clip(row_ids[:, None] + offsets[None, :], table_range[0], table_range[1])
 
 
-def _encode_stream(codes: list[np.ndarray], originals: list[np.ndarray], bits: list[int], row_ids: list[np.ndarray],
-                   offsets: list[np.ndarray], table_range: np.ndarray, table_bits: list[int],
-                   table_counts: list[np.ndarray], back: list[np.ndarray], slope: list[np.ndarray]) -> bytes:
-    """`codes` as stored (reference rows already subtracted, `back` / `slope` per row saying how);
-    the checksum covers `originals`, the codes the decoder must return."""
+def _encode_stream(codes: list[np.ndarray], originals: list[np.ndarray], shapes: list[tuple[int, int]],
+                   bits: list[int], row_ids: list[np.ndarray], offsets: list[np.ndarray], table_range: np.ndarray,
+                   table_bits: list[int], table_counts: list[np.ndarray], back: list[np.ndarray],
+                   slope: list[np.ndarray], prototypes: np.ndarray) -> bytes:
+    """`codes` as stored (each tensor's `prototypes` rows first, reference rows already subtracted,
+    `back` / `slope` per stored row saying how); the checksum covers `originals`, the rows the decoder
+    restores (prototypes included), and the tensors' own `shapes`."""
     precision = PRECISION
     flat = np.concatenate([matrix.ravel() for matrix in codes] + [np.zeros(0, dtype=np.int8)])
     total = len(flat)
@@ -614,6 +747,7 @@ def _encode_stream(codes: list[np.ndarray], originals: list[np.ndarray], bits: l
     all_ids = np.concatenate(row_ids + [np.zeros(0, dtype=np.int64)])
     table_block = (np.concatenate(freqs + [np.zeros(0, dtype=np.int64)]).astype("<u2").tobytes()
                    + table_range.astype("<u2").tobytes()
+                   + prototypes.astype("u1").tobytes()
                    + all_ids.astype(f"<u{id_width}").tobytes()
                    + np.concatenate(offsets + [np.zeros(0, dtype=np.int64)]).astype("i1").tobytes()
                    + np.concatenate(back + [np.zeros(0, dtype=np.int64)]).astype("<u4").tobytes()
@@ -621,7 +755,7 @@ def _encode_stream(codes: list[np.ndarray], originals: list[np.ndarray], bits: l
     compressed_tables = compress_table_block(table_block)
     # The checksum also covers rows, size and bit width of each tensor, so decoding with the wrong
     # shapes fails; (0, n) and (0, 0) count as the same empty tensor.
-    key = np.array([[matrix.shape[0], matrix.size, width] for matrix, width in zip(codes, bits, strict=True)],
+    key = np.array([[rows, rows * cols, width] for (rows, cols), width in zip(shapes, bits, strict=True)],
                    "<i8").tobytes()
     header = HEADER.pack(MAGIC, precision, id_width, len(table_bits), lanes, len(words),
                          len(compressed_tables), functools.reduce(lambda crc, matrix: zlib.crc32(

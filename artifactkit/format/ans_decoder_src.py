@@ -17,10 +17,13 @@ to all tables. An AKC4 blob then adds back each reference row's (k x earlier row
 in row order, wrapped into the bit width (the back distance, |k| <= 8 and the bit width are
 checked per row; only rows of >= 64 codes take references, so at most total / 64 rows may
 have one, which bounds that Python loop for a hostile blob as MAX_STEPS bounds the lanes').
+An AKC5 blob stores up to 4 prototype rows before each tensor's rows (counted in the table
+block, checked before any row is read); rows name them with a back field >= 2**31 (absolute
+row 2**32 - 1 - back, checked to be earlier), and they are dropped from what is returned.
 The clip keeps every table index inside the tables whatever the ids and
 offsets say (a hostile value can only fail the checksum); the header check caps the
 steps at 2**17 (a hostile one-lane blob) and the tables at len(shapes) + 448.
-Size: 3,642 bytes (AKC3's was 3,026, AKC2's 2,707).
+Size: 4,104 bytes (AKC4's was 3,642, AKC3's 3,026, AKC2's 2,707).
 """
 
 from __future__ import annotations
@@ -35,21 +38,29 @@ def decode_codes(blob, shapes, bits):
         if not ok:
             raise ValueError("corrupt codes blob: " + why)
     magic, prec, idw, ntab, lanes, nwords, mlen, crc = struct.unpack_from("<4sBBHIIII", blob)
-    nrow, nt, n = [r for r, c in shapes], len(shapes), [r * c for r, c in shapes]
-    total, rows, M = sum(n), sum(nrow), 1 << prec
-    check(magic in (b"AKC1", b"AKC2", b"AKC3", b"AKC4"), "unknown version %r; export the loader with the artifactkit that packed it" % magic)
-    v4 = magic == b"AKC4"
+    nt, key = len(shapes), np.array([[r, r * c, b] for (r, c), b in zip(shapes, bits)], "<i8").tobytes()
+    check(magic in (b"AKC1", b"AKC2", b"AKC3", b"AKC4", b"AKC5"), "unknown version %r; export the loader with the artifactkit that packed it" % magic)
+    v5, M = magic == b"AKC5", 1 << prec
+    v4 = v5 or magic == b"AKC4"
     v3, ncol = v4 or magic == b"AKC3", sum(c for r, c in shapes if r)
-    check(8 <= prec <= 15 and idw in (1, 2) and ntab <= nt + 448 and ntab << prec < 1 << 31 and lanes << 17 >= total, "header")
-    check(len(blob) == 24 + mlen + 4 * lanes + 2 * nwords and (total > 0) == (0 < lanes <= total), "blob length")
+    check(8 <= prec <= 15 and idw in (1, 2) and ntab <= nt + 448 and ntab << prec < 1 << 31, "header")
     unz = zlib.decompressobj() if magic == b"AKC1" else lzma.LZMADecompressor(memlimit=1 << 28)
-    at = 510 * ntab + idw * rows + v3 * (4 * nt + ncol)
-    size = at + 5 * v4 * rows
-    meta = unz.decompress(blob[24:24 + mlen], size + 1)
-    check(len(meta) == size, "table block size")
+    head = 510 * ntab + v3 * 4 * nt + v5 * nt
+    size = lambda rows: head + idw * rows + v3 * ncol + 5 * v4 * rows
+    meta = unz.decompress(blob[24:24 + mlen], size(sum(r for r, c in shapes) + 4 * nt) + 1)
+    check(len(meta) >= head, "table block size")
+    pro = np.frombuffer(meta, "u1", nt * v5, head - nt).astype(int) if v5 else [0] * nt
+    check(all(p <= 4 and (r or not p) for p, (r, c) in zip(pro, shapes)), "prototype rows")
+    shapes = [(r + p, c) for p, (r, c) in zip(pro, shapes)]
+    nrow, n = [r for r, c in shapes], [r * c for r, c in shapes]
+    total, rows = sum(n), sum(nrow)
+    check(lanes << 17 >= total, "header")
+    check(len(blob) == 24 + mlen + 4 * lanes + 2 * nwords and (total > 0) == (0 < lanes <= total), "blob length")
+    check(len(meta) == size(rows), "table block size")
+    at = head + idw * rows + v3 * ncol
     freq = np.frombuffer(meta, "<u2", 255 * ntab).astype(int)
     span = np.frombuffer(meta, "<u2", 2 * nt, 510 * ntab).reshape(-1, 2) if v3 else [(0, ntab - 1)] * nt
-    ids = np.frombuffer(meta, "<u%d" % idw, rows, 510 * ntab + 4 * v3 * nt).astype(int)
+    ids = np.frombuffer(meta, "<u%d" % idw, rows, head).astype(int)
     off = np.frombuffer(meta, "i1", ncol, at - ncol).astype(int) if v3 else np.zeros(ncol, int)
     check((freq.reshape(-1, 255).sum(1) == M).all(), "table sums")
     check(all(lo <= hi < ntab or not k for (lo, hi), k in zip(span, n)), "table spans")
@@ -79,10 +90,10 @@ def decode_codes(blob, shapes, bits):
     res = [a.reshape(shape) for a, shape in zip(np.split(out, np.cumsum(n)[:-1]), shapes)]
     for a, w, B, K in zip(res, bits, np.split(rb, cut), np.split(rk, cut)):
         for i in np.flatnonzero(B):
-            check(B[i] <= i and abs(K[i]) <= 8 and 1 < w < 9, "references")
+            j = i - B[i] if B[i] < 1 << 31 else 4294967295 - B[i]
+            check(0 <= j < i and abs(K[i]) <= 8 and 1 < w < 9, "references")
             h = (1 << w - 1) - 1
-            a[i] = (a[i] + (K[i] * a[i - B[i]].astype(int) + 4) // 8 + h) % (2 * h + 1) - h
-    key = np.array([[r, r * c, b] for (r, c), b in zip(shapes, bits)], "<i8").tobytes()
+            a[i] = (a[i] + (K[i] * a[j].astype(int) + 4) // 8 + h) % (2 * h + 1) - h
     check(pos == nwords and (x == 65536).all() and zlib.crc32(out, zlib.crc32(key)) == crc, "checksum")
-    return res
+    return [a[p:] for a, p in zip(res, pro)]
 '''

@@ -175,9 +175,10 @@ def test_standalone_decoder_source_decodes_in_a_separate_process(tmp_path) -> No
 
 def test_decoder_source_stays_small() -> None:
     """Its bytes count in every submission, and the default exported loader (which pastes it)
-    must stay under DEFAULT_LIMIT (tests/artifactkit/test_loader.py): ~3.7 KB is this coder's share
-    (3.0 KB before AKC4's reference rows, which save 15-85 KB on the models in reports/ans_real.md)."""
-    assert len(DECODER_SOURCE.encode("utf-8")) < 3_700
+    must stay under DEFAULT_LIMIT (tests/artifactkit/test_loader.py): ~4.1 KB is this coder's share
+    (3.0 KB before AKC4's reference rows, which save 15-85 KB on the models in reports/ans_real.md;
+    3.6 KB before AKC5's prototype rows, which save 3-25 KB more on four of them)."""
+    assert len(DECODER_SOURCE.encode("utf-8")) < 4_200
 
 
 def test_decoder_source_imports_only_numpy_and_stdlib() -> None:
@@ -351,14 +352,57 @@ AKC3_BLOB = base64.b64decode(
 
 def test_third_version_blobs_written_by_the_previous_encoder_still_decode() -> None:
     codes, scales, bits = decodes_to_legacy_codes(AKC3_BLOB, b"AKC3")
-    with pytest.raises(InputError, match="table block size"):  # the same bytes read as AKC4 lack the references
-        ans.decode_codes(b"AKC4" + AKC3_BLOB[4:], [m.shape for m in codes], scales, bits)
+    for newer in (b"AKC4", b"AKC5"):  # the same bytes read as a newer version lack the references
+        with pytest.raises(InputError, match="codes section"):
+            ans.decode_codes(newer + AKC3_BLOB[4:], [m.shape for m in codes], scales, bits)
 
 
-def test_new_blobs_are_the_fourth_version() -> None:
+# `similar_rows(np.random.default_rng(7), rows=48, cols=64)` as the AKC4 encoder (commit 2eaca55) wrote
+# them: 14 of the 48 rows are stored against an earlier row.
+AKC4_BLOB = base64.b64decode(
+    "QUtDNA4BCQAQAAAAGwMAAEMBAAC76alMXQAgAAD//////////wAAb9DAu3/yXFwx7VNac9PMeTBtFMrVdGaoWjXrUGm4wtlm7VC0"
+    "Z/NtDi3M6GVndA/1kxFW4IX9AVbcEvqeMsXRJ76VtvNqXm2TA4Ka3uN+t+TTYYiqB5We+tYiq8mw05WKs8t5HMrjcGhifR1AFcgg"
+    "rN3nJRY3HiXLQPk4kWxzvoLkF910q2VRHALT3m3DxGlyFi5Jor7uyPO7qmiQS4rm1gRokJj9GIhmQWxI5+n1nF9TsSFo+59et7Wg"
+    "okhVntUjk/Ej6bxnWCxa2BBGuiDZr9HW8VtKW7p/O9JUKm4W3b8PhoBuJyhwohulycmqg5XmzgRyltcx9e5B9Q86QbKI+ksuTaHZ"
+    "kaSwAui+ebFgo74YcOzPVYaKsGnM2KsrSGfA9RJfh7hMDDL2q3dRHjOd//XkrB9doBwFdokiJrJg/wAp1b0BOCKPknm5KAtmgLAA"
+    "5RXsAcEk5hDcUggA6oMDADRREQ1N4JM3YJ42ZeaHAQAmxwQAjjNd2nlfTvc2o7URP/MN4/1Ro8o/3+pxHRGI28P8HjG1bNbLaWXO"
+    "9Vb4OCQw9vJeieE0F95YiyVOEYfrYZ9z+JHeYIOiR7QXCo6YAQ5qumghBD78QYugQR1jXfkRkMoTx1/TWZ5N382jaUKmzSLwpTQU"
+    "qhaQtD/DJAFIyWEunJrNYmwlDViL/T88jkDWTdTK+1pL1itvs134tZFjQq6XUOG8iB7DXlrwUmr+BFaZgA4TkGVWij0/LAn02VhP"
+    "b5oFgztiUSOQfvYUt5K4pUyH9pAlFq2+mwDBmzeQmHHCV5HROwdfzGG3uGfI3dHfKoinMHwXObyhzkJtHemI3m+0X8la62umz9rE"
+    "YtDmJTFRAz/2J7FVbbuNE3w7odJNIXPiLiVCbB8rsi2f/681bdLROx3kQ/GnsM4CttoYh1JLaq8+FYSy7q08UP40F40ZcxQJhKhb"
+    "iJVs+9eCO282AJ5DJzRO/IYL6KmDBU7hvDQs6xHRLYHaGaABr2QleFmM3e6tM54VWHM/EhGvaPJd4Mo7tUvUMOjZ5B4Ykk/veTkz"
+    "2S3fT1L7e3IWmws/a6Js75ZZ4qc7mqP94FOcJseSXiYsVttExCqC3+1oxSSOTZIBiMbuK/gvUf93X7E78EJ/y1nbMK8fwe8dBWi+"
+    "CLzh/ioNKPbkkxpQWbV7fIKXj/E1NSs94jPlPkIjq8Qn2Ky/Dpuo3U+3urloQ/le6gRVo62qYdfcFrUPvqcquDgTzLjxjOW76yAE"
+    "+8cBHnFPFrA/AsriSTHHnogj7HVFM5CA3c3ngZGxoqEPFm/zBdP+Jt7YPvpY5ye/Y0eNJG+q4BDnZ8cTEDMrY33bhytp6Grp01c2"
+    "B/kARdZgSn1rbgvNfa50FOmCISAGw2MGuOekiJ7ESArbANGzgCRXgo3Gkyavw23AdD9qc0Y/7B5qrc2VjRxYnOi4lgizQysdR+P5"
+    "ZaHLzi5dgufmnfB1XTmdUrjb0H3FtfdBO7APMhWFFj0U7oh2qzccDORf2v8NrQ/jY/JLU5XPrYrS9jauEqK9mVH7DVGdoqTxLU5F"
+    "lglyOsyoIG0YrLNuwcG9pKi3rGAm4kcZbhYSPD3+FzTTAUSNEoYOCyDmS+LScrQSNnWbUl/6ZXXSIQsoKXTFGg9ixsZxBI1eBlNN"
+    "naOWeSfuBQKoRdN9e3Xrp/4gTHAeJvzX8HbZHrY15dQh8yaoYRaaILvAAhvgSWhfqdmU47cLutVclyqlwC3pKPzqHyi44yb4sBYa"
+    "4MGAqv/cGApv4rmNXqp9qScEUwAWSOn+WX+/iuvqSKt0v4YrjegTLTWp0wj1A2sDATiTjK4SmQhNv18yMq5d/nRjnzgW4FNkKIuH"
+    "TCXeK3uHCJT5O3gtnmHcOSQVGj+jXlFHgkUldoRCltHveOIwibdWo1JMLrLDi0eirF/bM0BKLY1CjqCYl/G4Sm5SYHaU4tK2tRjZ"
+    "Y50NXxJG/CzPhYARufAbd5vp5vJqZ3y9QiBVRCzQaxIkKr0CbmQGhUvdwrElXkdNFsP6BU51SZw29jHCJlat9G+N1wLmU5ttgagi"
+    "Lb9JVPE2WVC0DAiDSImvHXlkH9p2APr2IrYPGjywTXq7Y4lpeo/zyRwf30T4gGIsd2Vd+TJUJN+9BM+vw1DGbcjkGg+NAxw0PH1s"
+    "RteUU+t+T48gAPt81FMJ/2rBnS7A6qlk7cExxxxcfjtE7EVV2Mj7iTwHz6ERQJJlLmLedGcD9ktQ2gIydooJmnzymsxs6ooQSdYC"
+    "5P4dIqgndJxeqA0EBWJPvEdtKB1dabvYFW+ti7E7vUTatWyHTIqmfZEzxae0vni2NgdBEtHsT2UITxZLECK+17/0jSpysdO8xON4"
+    "fSfyBAB3yvYpROfVDCFXQjpxwFuMvrnagMWXrMxU6lH/WyYOX46g8rowGgQu66PEvlB6myUMwSGzxaSCzPJepWVuhUnGLDASXNLK"
+    "caOzMoXr1f7yD0sZlsMROPoBsTrARx07nkgoIgLHbN8iaC5okpda0B7TEHlc2JHM2W4k+g9Pq3/+A7Z6vt6Cnl/ov22Lj0lFevIm"
+    "6NtsHqfpzd46b+lpftxCLnwJhHmf0OTr3xddPvTuOwN+3afi2WdjBNDaYzQBlJnQFZPE"
+)
+
+
+def test_fourth_version_blobs_written_by_the_previous_encoder_still_decode() -> None:
+    codes, scales, shapes = [similar_rows(np.random.default_rng(7), rows=48, cols=64)], [np.ones(48, np.float16)], [(48, 64)]
+    assert AKC4_BLOB[:4] == b"AKC4" and ans.reference_rows(codes[0], 6, prototypes=0).back.any()
+    decoded = ans.decode_codes(AKC4_BLOB, shapes, scales, [6])
+    assert np.array_equal(decoded[0], codes[0])
+    with pytest.raises(InputError, match="codes section"):  # the same bytes read as AKC5 (a prototype field)
+        ans.decode_codes(b"AKC5" + AKC4_BLOB[4:], shapes, scales, [6])
+
+
+def test_new_blobs_are_the_fifth_version() -> None:
     codes, bits = legacy_codes()
     blob = ans.encode_codes(codes, [np.ones(len(m), dtype=np.float16) for m in codes], bits)
-    assert blob[:4] == ans.MAGIC == b"AKC4"
+    assert blob[:4] == ans.MAGIC == b"AKC5"
 
 
 def column_scaled(rng: np.random.Generator, rows: int, cols: int, bits: int) -> np.ndarray:
@@ -383,9 +427,10 @@ def test_column_offsets_move_a_code_to_another_table() -> None:
     blob = round_trip(codes, [6], "levels")
     _, _, id_width, tables, _, _, table_bytes, _ = ans.HEADER.unpack_from(blob)
     block = lzma.decompress(blob[ans.HEADER.size:ans.HEADER.size + table_bytes])
-    offsets = np.frombuffer(block, np.int8, 96, 510 * tables + 4 + id_width * 64)
+    offsets = np.frombuffer(block, np.int8, 96, 510 * tables + 4 + 1 + id_width * 64)
     span = np.frombuffer(block, "<u2", 2, 510 * tables)
-    assert len(block) == 510 * tables + 4 + id_width * 64 + 96 + 5 * 64  # + each row's back distance and slope
+    # spans, the prototype count (0 here), row ids, offsets, then each row's back field and slope
+    assert block[510 * tables + 4] == 0 and len(block) == 510 * tables + 4 + 1 + id_width * 64 + 96 + 5 * 64
     assert span[0] == 0 and span[1] == tables - 1 and tables > 4
     assert offsets.min() < 0 < offsets.max()
 
@@ -451,7 +496,7 @@ def test_hostile_column_offsets_and_row_ids_stay_inside_the_tables() -> None:
     def extreme(block: bytearray, fields: list) -> bytearray:
         start = len(block) - 5 * rows - columns  # the offsets come before the reference fields
         block[start:start + columns] = np.where(np.arange(columns) % 2, 127, -128).astype(np.int8).tobytes()
-        block[510 * tables + 4 * len(shapes)] = 255  # the first row's table id
+        block[510 * tables + 5 * len(shapes)] = 255  # the first row's table id (after spans and prototype counts)
         return block
 
     with pytest.raises(InputError, match="checksum|words run out"):
@@ -502,7 +547,9 @@ def reference_fields(blob: bytes, rows: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("bits", [4, 6, 8])
 def test_reference_rows_are_undone_exactly_and_point_backwards(bits: int) -> None:
     codes = similar_rows(np.random.default_rng(bits), bits=bits)
-    stored, back, slope = ans.reference_rows(codes, bits)
+    chosen = ans.reference_rows(codes, bits)
+    assert not len(chosen.prototypes)  # copies of earlier rows share no direction
+    stored, back, slope = chosen.stored, chosen.back, chosen.slope
     used = np.flatnonzero(back)
     assert len(used) > 20 and (back[used] <= used).all() and (np.abs(slope) <= ans.SLOPE_STEPS).all()
     assert (slope < 0).any() and (slope > 0).any()  # negated copies are found too (the sign-folded order)
@@ -530,7 +577,8 @@ def test_independent_rows_take_no_reference_and_cost_almost_nothing_more() -> No
     codes = [heavy_tailed(np.random.default_rng(23), 256, 128, 6)[0]]
     scales = [np.ones(256, np.float16)]
     with_references = ans.encode_codes(codes, scales, [6])
-    assert not ans.reference_rows(codes[0], 6)[1].any()
+    chosen = ans.reference_rows(codes[0], 6)
+    assert not chosen.back.any() and not len(chosen.prototypes)
     assert len(with_references) <= len(ans.encode_codes(codes, scales, [6], references=False)) + 16
 
 
@@ -549,10 +597,15 @@ def test_hostile_reference_fields_are_rejected() -> None:
         return edit
 
     cases = {"references": [field(5 * 160 - 4 * row, (row + 1).to_bytes(4, "little")),  # before the first row
-                            field(5 * 160 - 4 * row, (2**32 - 1).to_bytes(4, "little")),
+                            field(5 * 160 - 4 * row, (2**31 - 1).to_bytes(4, "little")),
+                            field(5 * 160 - 4 * row, (2**32 - 1 - row).to_bytes(4, "little")),  # itself, by number
+                            field(5 * 160 - 4 * row, (2**32 - 2 - row).to_bytes(4, "little")),  # a later row
+                            field(5 * 160 - 4 * row, (2**31).to_bytes(4, "little")),  # row 2**31 - 1
                             field(160 - row, bytes([9]))],  # slope 9/8
+             # valid but different: only the checksum knows
              "checksum": [field(5 * 160 - 4 * row, (row - 1 if back[row] == row else row).to_bytes(4, "little")),
-                          field(160 - row, bytes([256 - 8]))]}  # valid but different: only the checksum knows
+                          field(5 * 160 - 4 * row, (2**32 - 1).to_bytes(4, "little")),  # row 0, by number
+                          field(160 - row, bytes([256 - 8]))]}
     for match, edits in cases.items():
         for edit in edits:
             with pytest.raises(InputError, match=match):
@@ -574,6 +627,75 @@ def test_more_referenced_rows_than_long_rows_allow_are_refused_before_the_row_lo
 
     with pytest.raises(InputError, match="references"):
         ans.decode_codes(rebuilt(blob, every_row_refers_to_the_one_before), shapes, scales, [6])
+
+
+# -- prototype rows (AKC5) ------------------------------------------------------------------------
+
+def shared_direction(rng: np.random.Generator, rows: int = 300, cols: int = 128, bits: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, direction): rows that share one sign pattern at row-dependent strength plus their own
+    heavy-tailed part, the structure of late attention / MLP-up matrices (reports/ans_real.md)."""
+    direction = rng.standard_normal(cols)
+    weights = rng.standard_t(5, (rows, cols)) + rng.normal(0, 1.5, (rows, 1)) * direction[None, :]
+    scale = 3 * weights.std() / levels(bits)
+    return np.clip(np.rint(weights / scale), -levels(bits), levels(bits)).astype(np.int8), direction
+
+
+@pytest.mark.parametrize("bits", [4, 6, 8])
+def test_a_shared_direction_becomes_one_prototype_row_that_most_rows_reference(bits: int) -> None:
+    codes, direction = shared_direction(np.random.default_rng(30 + bits), bits=bits)
+    chosen = ans.reference_rows(codes, bits)
+    assert chosen.prototypes.shape == (1, 128) and chosen.stored.shape == (301, 128)
+    prototype = chosen.prototypes[0].astype(float)
+    assert abs(prototype @ direction) / np.linalg.norm(prototype) / np.linalg.norm(direction) > 0.9
+    assert np.abs(chosen.prototypes).max() == levels(bits)  # scaled to the bit width's range
+    named = chosen.back == 2**32 - 1  # the absolute back field of stored row 0
+    assert named.sum() > 150 and chosen.back[0] == 0 and np.array_equal(chosen.stored[0], chosen.prototypes[0])
+    restored = chosen.stored.astype(np.int64)
+    top = levels(bits)
+    for row in np.flatnonzero(chosen.back):  # the decoder's rule, written out independently
+        source = 2**32 - 1 - chosen.back[row] if chosen.back[row] >= 2**31 else row - chosen.back[row]
+        assert 0 <= source < row
+        predicted = np.floor(chosen.slope[row] * restored[source] / 8 + 0.5).astype(np.int64)
+        restored[row] = (restored[row] + predicted + top) % (2 * top + 1) - top
+    assert np.array_equal(restored[1:], codes)
+
+
+def test_prototype_rows_shrink_shared_directions_round_trip_and_are_not_returned() -> None:
+    codes = [shared_direction(np.random.default_rng(41))[0], heavy_tailed(np.random.default_rng(42), 64, 80, 6)[0],
+             np.zeros((0, 5), np.int8)]
+    with_prototypes = round_trip(codes, [6, 6, 6], True)
+    scales = [np.ones(len(matrix), np.float16) for matrix in codes]
+    without = ans.encode_codes(codes, scales, [6] * 3, prototypes=False)
+    assert len(with_prototypes) < 0.97 * len(without)
+    assert ans.decode_codes(without, [m.shape for m in codes], scales, [6] * 3)[0].shape == (300, 128)
+    tables = ans.HEADER.unpack_from(with_prototypes)[3]
+    block = lzma.decompress(with_prototypes[ans.HEADER.size:ans.HEADER.size + ans.HEADER.unpack_from(with_prototypes)[6]])
+    assert list(block[510 * tables + 12:510 * tables + 15]) == [1, 0, 0]  # the i.i.d. tensor takes none
+
+
+def test_independent_rows_and_near_copies_take_no_prototype() -> None:
+    for codes in (heavy_tailed(np.random.default_rng(43), 256, 128, 6)[0], similar_rows(np.random.default_rng(44))):
+        assert not len(ans.reference_rows(codes, 6).prototypes)
+
+
+def test_hostile_prototype_counts_are_rejected_before_any_row_is_read() -> None:
+    codes = [shared_direction(np.random.default_rng(45))[0], np.zeros((0, 5), np.int8)]
+    scales, shapes = [np.ones(300, np.float16), np.ones(0, np.float16)], [(300, 128), (0, 5)]
+    blob = ans.encode_codes(codes, scales, [6, 6])
+    tables = ans.HEADER.unpack_from(blob)[3]
+
+    def count(tensor: int, value: int):
+        def edit(block: bytearray, fields: list) -> bytearray:
+            block[510 * tables + 8 + tensor] = value
+            return block
+        return edit
+
+    ans.decode_codes(rebuilt(blob, count(0, 1)), shapes, scales, [6, 6])  # the rebuild itself is sound
+    for edit, match in [(count(0, 5), "prototype rows"), (count(0, 255), "prototype rows"),
+                        (count(1, 1), "prototype rows"),  # a tensor without rows has no prototype
+                        (count(0, 0), "table block size"), (count(0, 2), "table block size")]:
+        with pytest.raises(InputError, match=match):
+            ans.decode_codes(rebuilt(blob, edit), shapes, scales, [6, 6])
 
 
 # -- real trained weights --------------------------------------------------------------------------
