@@ -156,6 +156,11 @@ MIN_REFERENCE_COLS = 64  # shorter rows never take a reference; the decoder reli
 REFERENCE_MIN_COSINE = 0.2  # below this (exact, centred) a reference cannot pay for itself (measured)
 REFERENCE_MARGIN_BITS = 8  # a row takes a reference only if it saves this many bits beyond the reference's own cost
 REFERENCE_CHUNK = 1 << 21  # codes checked at once when choosing references (bounds the float copies)
+# Where the window finds near-copies for this share of the rows, and rows x rows x cols is at most
+# EXACT_SEARCH_WORK multiply-adds, every earlier row is compared instead (embeddings; see _exact_candidates).
+EXACT_SEARCH_SHARE = 0.1
+EXACT_SEARCH_WORK = 1 << 30
+EXACT_SEARCH_BLOCK = 256  # rows compared at once (a 256 x rows float32 block)
 # Prototype rows (AKC5): extra rows stored before a tensor's first row, which its rows may reference but
 # which are not returned. The encoder stores at most one: the codes' first right singular direction.
 MAX_PROTOTYPES = 4  # per tensor; the decoder refuses more
@@ -523,6 +528,41 @@ def _reference_candidates(matrix: np.ndarray) -> np.ndarray:
     return best
 
 
+def _candidates(matrix: np.ndarray) -> np.ndarray:
+    """Per row the earlier row to try as its reference (-1: none): the window search's pick, or,
+    where that finds near-copies (centred cosine, checked exactly, above 4 / sqrt(cols): 4 standard
+    deviations of two independent rows' cosine, so i.i.d. rows of any width rarely pass, as the
+    sketch's own similarities would on narrow rows) for at least EXACT_SEARCH_SHARE of the
+    rows of a small tensor (at most REFERENCE_CHUNK codes and EXACT_SEARCH_WORK multiply-adds for
+    rows x rows x cols: embeddings of a few thousand rows), the best of ALL earlier rows. Measured:
+    the record recipe's int7 embedding 0.911 -> 0.898 of its order-0 bound, the GPTQ model's 0.866
+    -> 0.857; the synthetic model's i.i.d. rows never qualify."""
+    best = _reference_candidates(matrix)
+    rows = matrix.shape[0]
+    if matrix.size > REFERENCE_CHUNK or rows * matrix.size > EXACT_SEARCH_WORK:
+        return best
+    found = np.flatnonzero(best >= 0)
+    cosine = np.abs(np.einsum("rc,rc->r", _centred_unit(matrix[found]), _centred_unit(matrix[best[found]])))
+    if (cosine > 4 / np.sqrt(matrix.shape[1])).sum() < EXACT_SEARCH_SHARE * rows:
+        return best
+    return _exact_candidates(matrix)
+
+
+def _exact_candidates(matrix: np.ndarray) -> np.ndarray:
+    """Per row the earlier row of highest |centred cosine| among ALL earlier rows (-1 for row 0): a
+    rows x rows search, EXACT_SEARCH_BLOCK rows at a time, for the tensors where the window search
+    shows many near-copies (embeddings) and whose rows^2 x cols fits EXACT_SEARCH_WORK."""
+    rows = matrix.shape[0]
+    unit = _centred_unit(matrix)
+    best = np.full(rows, -1)
+    for low in range(1, rows, EXACT_SEARCH_BLOCK):
+        high = min(rows, low + EXACT_SEARCH_BLOCK)
+        similarity = np.abs(unit[low:high] @ unit[:high].T)
+        similarity[np.arange(low, high)[:, None] <= np.arange(high)[None, :]] = -1
+        best[low:high] = similarity.argmax(axis=1)
+    return best
+
+
 def _centred_unit(rows: np.ndarray) -> np.ndarray:
     centred = rows.astype(np.float32)
     centred -= centred.mean(axis=1, keepdims=True)
@@ -615,7 +655,7 @@ def reference_rows(matrix: np.ndarray, bits: int, prototypes: int = PROTOTYPES) 
     if rows < 2 or cols < MIN_REFERENCE_COLS:
         return _unreferenced(matrix)
     top, slope_bits = levels(bits), np.log2(2 * SLOPE_STEPS + 1) + REFERENCE_MARGIN_BITS
-    best = _reference_candidates(matrix)
+    best = _candidates(matrix)
     prototypes, estimate = _prototypes(matrix, bits, prototypes)
     prototype_bits = _row_bits(prototypes)
     try_prototype = estimate > slope_bits
