@@ -166,7 +166,6 @@ EXACT_SEARCH_BLOCK = 256  # rows compared at once (a 256 x rows float32 block)
 MAX_PROTOTYPES = 4  # per tensor; the decoder refuses more
 PROTOTYPES = 1  # candidate prototypes per tensor (first singular directions; measured: a 2nd, 3rd, 4th never paid)
 PROTOTYPE_ITERATIONS = 6  # power iterations for the first singular direction (it dominates where it pays)
-ABSOLUTE_BACK = 1 << 31  # a back field >= this names row (2**32 - 1 - back) of the stored tensor, not a distance
 SECTION = "codes section"
 
 
@@ -574,8 +573,8 @@ def _centred_unit(rows: np.ndarray) -> np.ndarray:
 class References:
     """How one tensor's rows are stored (see `reference_rows`). `stored` [P + rows, cols] is what the
     lanes code: the P `prototypes` rows first, then the tensor's rows; `back` / `slope` per stored row
-    say which earlier stored row a row is relative to: 0 none, below ABSOLUTE_BACK a distance, else
-    the absolute row 2**32 - 1 - back (how rows name a prototype, so lzma sees one repeated value)."""
+    say which earlier stored row a row is relative to: 0 none, below 2**31 a distance, else the
+    absolute row 2**32 - 1 - back (how rows name a prototype, so lzma sees one repeated value)."""
 
     stored: np.ndarray
     back: np.ndarray
@@ -598,25 +597,31 @@ def _row_chunks(matrix: np.ndarray) -> list[slice]:
 def _prototypes(matrix: np.ndarray, bits: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     """(prototypes [count, cols] int64, estimated bits each row saves against each [count, rows]): the
     codes' first `count` right singular directions (block power iteration), each scaled to the bit
-    width's range. Late attention and MLP-up matrices and embeddings of trained models carry 5-20 % of
+    width's range. Late attention and MLP-up matrices and embeddings of trained models carry 5-22 % of
     their energy in the first one (random codes: ~1 %), which no scale context sees: a sign pattern
     shared by many rows. The estimate is -cols / 2 log2(1 - cos^2) per row, a Gaussian row's saving
     when its part along the prototype is removed; the exact saving is checked before a row takes it."""
     rows, cols = matrix.shape
+    if count == 0:
+        return np.zeros((0, cols), np.int64), np.zeros((0, rows))
     chunks = _row_chunks(matrix)
+    # A tensor of one chunk is converted to float once, not once per iteration.
+    cached = [matrix.astype(np.float32)] if len(chunks) == 1 else None
+
+    def blocks():
+        return zip(chunks, cached) if cached else ((chunk, matrix[chunk].astype(np.float32)) for chunk in chunks)
+
     directions = np.random.default_rng(0).standard_normal((count, cols)).astype(np.float32)
     for _ in range(PROTOTYPE_ITERATIONS):
         image = np.zeros((count, cols), np.float32)
-        for chunk in chunks:
-            block = matrix[chunk].astype(np.float32)
+        for _, block in blocks():
             image += (directions @ block.T) @ block
         directions = np.linalg.qr(image.T)[0].T.astype(np.float32)  # orthonormal, first one first
     peak = np.maximum(np.abs(directions).max(axis=1, keepdims=True), 1e-12)
     prototypes = np.rint(directions * (levels(bits) / peak)).astype(np.int64)
     norm = (prototypes * prototypes).sum(axis=1).astype(np.float64)
     estimate = np.zeros((count, rows))
-    for chunk in chunks:
-        block = matrix[chunk].astype(np.float32)
+    for chunk, block in blocks():
         cos2 = (prototypes.astype(np.float32) @ block.T) ** 2 / np.maximum(
             np.einsum("rc,rc->r", block, block)[None, :] * norm[:, None], 1e-12)
         estimate[:, chunk] = -0.5 * cols * np.log2(np.maximum(1 - cos2, 1e-6))
@@ -639,7 +644,7 @@ def _residual(plain: np.ndarray, reference: np.ndarray, k: np.ndarray, top: int)
 def reference_rows(matrix: np.ndarray, bits: int, prototypes: int = PROTOTYPES) -> References:
     """How to store `matrix`'s rows: row r may be stored as wrap(codes[r] - floor((k * reference + 4) / 8)),
     wrapped into the bit width's range, where the reference is an earlier row or the tensor's prototype
-    row (stored before its first row; see `_prototype`), which the decoder undoes in row order.
+    row (stored before its first row; see `_prototypes`), which the decoder undoes in row order.
     Near-duplicate rows are common in trained embeddings (tokens the data rarely uses drift together)
     and in MLP input rows; i.i.d. rows find no reference.
 
