@@ -609,7 +609,7 @@ def _prototypes(matrix: np.ndarray, bits: int, count: int) -> tuple[np.ndarray, 
     cached = [matrix.astype(np.float32)] if len(chunks) == 1 else None
 
     def blocks():
-        return zip(chunks, cached) if cached else ((chunk, matrix[chunk].astype(np.float32)) for chunk in chunks)
+        return zip(chunks, cached, strict=True) if cached else ((chunk, matrix[chunk].astype(np.float32)) for chunk in chunks)
 
     directions = np.random.default_rng(0).standard_normal((count, cols)).astype(np.float32)
     for _ in range(PROTOTYPE_ITERATIONS):
