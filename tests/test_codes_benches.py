@@ -1,5 +1,5 @@
 """The codes-coder benchmarks run end to end on a model trained here: bench/ans_real.py (every
-stored-blob variant round-trips, the summary lists AKC4 / AKC3 / AKC2) and bench/recode.py (a
+stored-blob variant round-trips, the summary lists AKC5 / AKC4 / AKC3) and bench/recode.py (a
 frontier points file's artifacts re-encoded, codes checked identical). The full runs are not
 tests (tens of minutes); these guard the scripts against rot."""
 

@@ -25,9 +25,10 @@ from artifactkit.commands._options import (
     policy_options,
     rules_option,
 )
-from artifactkit.errors import CheckFailed
+from artifactkit.errors import CheckFailed, InputError, describe
 from artifactkit.fit.record import RECIPE_NAMES, RecordRecipe, option_help, quantize_checkpoint
 from artifactkit.format.akit import MAGIC, PackedArtifact, encode_artifact, write_artifact
+from artifactkit.format.legacy import looks_like_legacy
 from artifactkit.format.reader import read_artifact
 from artifactkit.io import refuse_overwriting_inputs
 from artifactkit.plan.policy import parse_bits
@@ -82,6 +83,26 @@ def _given(ctx: click.Context, names: dict[str, str]) -> list[str]:
 def is_artifact(path: str) -> bool:
     with open(path, "rb") as handle:
         return handle.read(len(MAGIC)) == MAGIC
+
+
+def load_pack_input(path: str):
+    """The checkpoint to pack. A file that is no checkpoint but looks like an artifact (named .akit
+    without the AKIT header, or an xz / zlib stream as legacy .ptz files are) gets an error saying
+    what pack does with artifacts, instead of the checkpoint reader's "not a PyTorch checkpoint"."""
+    try:
+        return load_checkpoint(path)
+    except InputError:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+        if path.lower().endswith(".akit"):
+            raise InputError(describe(path, "named .akit but has no artifactkit header (damaged, truncated or "
+                                      "not an artifact)", "pack re-encodes intact .akit artifacts; pack the "
+                                      "checkpoint it came from again")) from None
+        if looks_like_legacy(head):
+            raise InputError(describe(path, "looks like a legacy compressed artifact (.ptz: an xz or zlib "
+                                      "stream), not a checkpoint", f"unpack it first (artifactkit unpack {path} "
+                                      "-o ckpt.pt), then pack ckpt.pt")) from None
+        raise
 
 
 def reencode_artifact(path: str, codec: str) -> PackedArtifact:
@@ -173,7 +194,7 @@ def pack_command(checkpoint: str, output: str, policy_name: str, bits: str | Non
         if stray:
             raise click.UsageError(f"{', '.join(stray)} apply only with --recipe record; add --recipe record "
                                    "or drop them")
-        loaded = load_checkpoint(checkpoint)
+        loaded = load_pack_input(checkpoint)
         for message in loaded.notices:
             note(message)
         policy = build_policy(policy_name, bits, bits_for, clip)

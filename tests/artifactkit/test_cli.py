@@ -167,6 +167,29 @@ def test_regression_unpack_help_says_what_each_format_restores():
     assert "seed int6 .ptz records neither" in text and "roundtrip-eval" in text
 
 
+def test_pack_says_what_it_does_with_damaged_or_legacy_artifacts(tmp_path):
+    """A damaged .akit (no AKIT header) or a legacy .ptz given to pack: an error saying what pack
+    does with artifacts, not the checkpoint reader's "not a PyTorch checkpoint"."""
+    import lzma
+
+    ckpt, art = tmp_path / "c.pt", tmp_path / "good.akit"
+    torch.save(seed_shaped_state_dict(layers=1, dim=128, kv_heads=2, head_dim=64, vocab=64), ckpt)
+    runner = CliRunner()
+    assert runner.invoke(main, ["pack", str(ckpt), "-o", str(art)]).exit_code == 0
+    damaged, legacy = tmp_path / "damaged.akit", tmp_path / "old.ptz"
+    damaged.write_bytes(b"\0" * 8 + art.read_bytes()[8:])
+    legacy.write_bytes(lzma.compress(b"a legacy payload"))
+    for path, says in ((damaged, "named .akit but has no artifactkit header"),
+                       (legacy, "looks like a legacy compressed artifact")):
+        result = runner.invoke(main, ["pack", str(path), "-o", str(tmp_path / "x.akit")])
+        assert result.exit_code == 2 and says in result.stderr and "Traceback" not in result.output
+        assert result.stderr.startswith(f"error: {path}:") and len(result.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "x.akit").exists()
+    ckpt.write_bytes(b"junk" * 10)  # a plain non-checkpoint keeps the reader's own message
+    result = runner.invoke(main, ["pack", str(ckpt), "-o", str(tmp_path / "x.akit")])
+    assert result.exit_code == 2 and "not a PyTorch checkpoint" in result.stderr
+
+
 def test_pack_re_encodes_an_akit_input_without_changing_a_weight(tmp_path):
     """An artifact from an older coder (here: zlib) gets the current one; every tensor, the
     policy and the meta stay exactly as stored; quantization options are refused."""
