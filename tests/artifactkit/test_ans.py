@@ -9,6 +9,7 @@ import lzma
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,12 +174,44 @@ def test_standalone_decoder_source_decodes_in_a_separate_process(tmp_path) -> No
             assert decoded[f"arr_{index}"].dtype == np.int8
 
 
+# Peak RSS from /proc (VmHWM, this process image's own high-water mark, in KiB): ru_maxrss would
+# carry over the parent's peak into the child across fork + exec.
+MEMORY_DRIVER = """
+import sys
+sys.path.insert(0, ".")
+from decoder import decode_codes
+def peak():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+blob = open("blob.bin", "rb").read()
+before = peak()
+decoded = decode_codes(blob, [(8192, 4096)], [2])
+assert not decoded[0].any()
+print(peak() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc (Linux)")
+def test_decoding_needs_a_few_bytes_per_code_not_whole_tensor_int64_temporaries(tmp_path) -> None:
+    """Regression (fuzz campaign: 2**27 int2 codes peaked at 2.2 GiB, over the 2 GiB contract): each
+    code's table index was computed for a whole tensor at once in int64 (three 8-byte temporaries per
+    code); now a block of rows at a time, so a 2**25-code tensor decodes in under 8 bytes per code
+    (measured 5.5: the int32 index, the int8 output, bounded temporaries)."""
+    blob = ans.encode_codes([np.zeros((8192, 4096), np.int8)], [np.ones(8192, np.float16)], [2])
+    (tmp_path / "blob.bin").write_bytes(blob)
+    (tmp_path / "decoder.py").write_text(DECODER_SOURCE, encoding="utf-8")
+    (tmp_path / "driver.py").write_text(MEMORY_DRIVER, encoding="utf-8")
+    result = subprocess.run([sys.executable, "-I", "driver.py"], cwd=tmp_path, check=True, timeout=300,
+                            capture_output=True, text=True)
+    grown_bytes = int(result.stdout.strip()) * 1024
+    assert grown_bytes < 8 * 8192 * 4096, grown_bytes
+
+
 def test_decoder_source_stays_small() -> None:
     """Its bytes count in every submission, and the default exported loader (which pastes it)
-    must stay under DEFAULT_LIMIT (tests/artifactkit/test_loader.py): ~4.1 KB is this coder's share
+    must stay under DEFAULT_LIMIT (tests/artifactkit/test_loader.py): ~4.3 KB is this coder's share
     (3.0 KB before AKC4's reference rows, which save 15-85 KB on the models in reports/ans_real.md;
     3.6 KB before AKC5's prototype rows, which save 3-25 KB more on four of them)."""
-    assert len(DECODER_SOURCE.encode("utf-8")) < 4_200
+    assert len(DECODER_SOURCE.encode("utf-8")) < 4_400
 
 
 def test_decoder_source_imports_only_numpy_and_stdlib() -> None:
