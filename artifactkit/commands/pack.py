@@ -91,9 +91,14 @@ def load_pack_input(path: str):
     what pack does with artifacts, instead of the checkpoint reader's "not a PyTorch checkpoint"."""
     try:
         return load_checkpoint(path)
-    except InputError:
-        with open(path, "rb") as handle:
-            head = handle.read(64)
+    except InputError as error:
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(64)
+        except OSError:
+            raise error from None  # unreadable now: the checkpoint reader's own error stands
+        if head.startswith((b"PK", b"\x80")):
+            raise  # a torch zip or pickle (whatever its name): the checkpoint reader's cause is the real one
         if path.lower().endswith(".akit"):
             raise InputError(describe(path, "named .akit but has no artifactkit header (damaged, truncated or "
                                       "not an artifact)", "pack re-encodes intact .akit artifacts; pack the "

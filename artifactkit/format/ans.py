@@ -100,7 +100,8 @@ Determinism: the same input gives the same bytes on a given numpy build.
 Blob layout (little endian):
     header  "<4sBBHIIII": magic b"AKC5", precision, row-id width (1|2 bytes),
             n_tables, n_lanes, n_words, table-block length,
-            CRC32 of (int64 [rows, rows * cols, bits] per tensor, then the int8 symbols of all
+            CRC32 of (int64 [stored rows, stored rows * cols, bits] per tensor (stored rows:
+            rows + prototype rows P), then the int8 symbols of all
             stored rows, prototypes included, as restored)
     tables  lzma-alone(uint16 freqs[n_tables, 255] over codes -127..127
                        | uint16 [first, last] table of each tensor (any values for a tensor without codes)
@@ -446,7 +447,7 @@ def encode_codes(codes: list[np.ndarray], scales: list[np.ndarray], bits: list[i
     originals = [np.concatenate([rows.prototypes, matrix]) if len(rows.prototypes) else matrix
                  for rows, matrix in zip(chosen, codes, strict=True)]
     codes, back, slope = [c.stored for c in chosen], [c.back for c in chosen], [c.slope for c in chosen]
-    prototypes = np.array([len(c.prototypes) for c in chosen], np.int64)
+    prototype_counts = np.array([len(c.prototypes) for c in chosen], np.int64)
     histograms = [_row_histograms(matrix, width) for matrix, width in zip(codes, bits, strict=True)]
     # Tensors without codes need no table; the rest are grouped by bit width (or one group each).
     coded = [i for i, matrix in enumerate(codes) if matrix.size]
@@ -470,7 +471,7 @@ def encode_codes(codes: list[np.ndarray], scales: list[np.ndarray], bits: list[i
         table_bits += [width] * len(plan.counts)
         table_counts += _filled(plan.counts)
     return _encode_stream(codes, originals, shapes, bits, row_ids, offsets, table_range, table_bits, table_counts,
-                          back, slope, prototypes)
+                          back, slope, prototype_counts)
 
 
 def _row_bits(values: np.ndarray) -> np.ndarray:
@@ -663,6 +664,8 @@ def reference_rows(matrix: np.ndarray, bits: int, prototypes: int = PROTOTYPES) 
     rows, cols = matrix.shape
     if rows < 2 or cols < MIN_REFERENCE_COLS:
         return _unreferenced(matrix)
+    if not 0 <= prototypes <= MAX_PROTOTYPES:
+        raise ValueError(f"{prototypes} prototype rows asked for; the decoder reads at most {MAX_PROTOTYPES}")
     top, slope_bits = levels(bits), np.log2(2 * SLOPE_STEPS + 1) + REFERENCE_MARGIN_BITS
     best = _candidates(matrix)
     prototypes, estimate = _prototypes(matrix, bits, prototypes)
@@ -745,8 +748,8 @@ def _encode_stream(codes: list[np.ndarray], originals: list[np.ndarray], shapes:
                    table_bits: list[int], table_counts: list[np.ndarray], back: list[np.ndarray],
                    slope: list[np.ndarray], prototypes: np.ndarray) -> bytes:
     """`codes` as stored (each tensor's `prototypes` rows first, reference rows already subtracted,
-    `back` / `slope` per stored row saying how); the checksum covers `originals`, the rows the decoder
-    restores (prototypes included), and the tensors' own `shapes`."""
+    `back` / `slope` per stored row saying how; `prototypes` the count per tensor); the checksum covers
+    `originals`, the rows the decoder restores (prototypes included), and each tensor's stored shape."""
     precision = PRECISION
     flat = np.concatenate([matrix.ravel() for matrix in codes] + [np.zeros(0, dtype=np.int8)])
     total = len(flat)
@@ -804,8 +807,9 @@ def _encode_stream(codes: list[np.ndarray], originals: list[np.ndarray], shapes:
     compressed_tables = compress_table_block(table_block)
     # The checksum also covers rows, size and bit width of each tensor, so decoding with the wrong
     # shapes fails; (0, n) and (0, 0) count as the same empty tensor.
-    key = np.array([[rows, rows * cols, width] for (rows, cols), width in zip(shapes, bits, strict=True)],
-                   "<i8").tobytes()
+    # Each tensor's stored rows (prototypes included), so prototype counts cannot move between tensors.
+    key = np.array([[rows + count, (rows + count) * cols, width]
+                    for (rows, cols), count, width in zip(shapes, prototypes, bits, strict=True)], "<i8").tobytes()
     header = HEADER.pack(MAGIC, precision, id_width, len(table_bits), lanes, len(words),
                          len(compressed_tables), functools.reduce(lambda crc, matrix: zlib.crc32(
                              np.ascontiguousarray(matrix), crc), originals, zlib.crc32(key)))

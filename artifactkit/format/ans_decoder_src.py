@@ -18,8 +18,11 @@ in row order, wrapped into the bit width (the back distance, |k| <= 8 and the bi
 checked per row; only rows of >= 64 codes take references, so at most total / 64 rows may
 have one, which bounds that Python loop for a hostile blob as MAX_STEPS bounds the lanes').
 An AKC5 blob stores up to 4 prototype rows before each tensor's rows (counted in the table
-block, checked before any row is read); rows name them with a back field >= 2**31 (absolute
-row 2**32 - 1 - back, checked to be earlier), and they are dropped from what is returned.
+block, checked before any row is read; the checksum key holds each tensor's stored rows, so a
+count moved from one tensor to another fails it); rows name them with a back field >= 2**31
+(absolute row 2**32 - 1 - back, checked to be earlier; the encoder writes one only for a
+prototype, and an AKC4 blob never has one, but any other earlier row could only fail the
+checksum), and they are dropped from what is returned.
 The clip keeps every table index inside the tables whatever the ids and
 offsets say (a hostile value can only fail the checksum); the header check caps the
 steps at 2**17 (a hostile one-lane blob) and the tables at len(shapes) + 448.
@@ -41,9 +44,8 @@ def decode_codes(blob, shapes, bits):
         if not ok:
             raise ValueError("corrupt codes blob: " + why)
     magic, prec, idw, ntab, lanes, nwords, mlen, crc = struct.unpack_from("<4sBBHIIII", blob)
-    nt, key = len(shapes), np.array([[r, r * c, b] for (r, c), b in zip(shapes, bits)], "<i8").tobytes()
     check(magic in (b"AKC1", b"AKC2", b"AKC3", b"AKC4", b"AKC5"), "unknown version %r; export the loader with the artifactkit that packed it" % magic)
-    v5, M = magic == b"AKC5", 1 << prec
+    v5, M, nt = magic == b"AKC5", 1 << prec, len(shapes)
     v4 = v5 or magic == b"AKC4"
     v3, ncol = v4 or magic == b"AKC3", sum(c for r, c in shapes if r)
     check(8 <= prec <= 15 and idw in (1, 2) and ntab <= nt + 448 and ntab << prec < 1 << 31, "header")
@@ -55,6 +57,7 @@ def decode_codes(blob, shapes, bits):
     pro = np.frombuffer(meta, "u1", nt * v5, head - nt).astype(int) if v5 else [0] * nt
     check(all(p <= 4 and (r or not p) for p, (r, c) in zip(pro, shapes)), "prototype rows")
     shapes = [(r + p, c) for p, (r, c) in zip(pro, shapes)]
+    key = np.array([[r, r * c, b] for (r, c), b in zip(shapes, bits)], "<i8").tobytes()
     nrow, n = [r for r, c in shapes], [r * c for r, c in shapes]
     total, rows = sum(n), sum(nrow)
     check(lanes << 17 >= total, "header")

@@ -730,6 +730,32 @@ def test_independent_rows_and_near_copies_take_no_prototype() -> None:
         assert not len(ans.reference_rows(codes, 6).prototypes)
 
 
+def test_a_prototype_row_moved_to_another_tensor_fails_the_checksum() -> None:
+    """The checksum key holds each tensor's stored rows (prototypes included): moving a prototype
+    count from one tensor to the next keeps every size and every decoded byte, but not the key
+    (found by review: before, such a blob decoded with a wrong first tensor)."""
+    rng = np.random.default_rng(46)
+    first = shared_direction(rng)[0]
+    first[-1] = heavy_tailed(np.random.default_rng(99), 1, 128, 6)[0][0]  # a last row with no reference
+    codes = [first, heavy_tailed(np.random.default_rng(100), 64, 128, 6)[0]]
+    scales, shapes = [np.ones(len(m), np.float16) for m in codes], [(300, 128), (64, 128)]
+    blob = round_trip(codes, [6, 6], True)
+    tables = ans.HEADER.unpack_from(blob)[3]
+
+    def moved(block: bytearray, fields: list) -> bytearray:
+        assert block[510 * tables + 8:510 * tables + 10] == bytes([1, 0])
+        block[510 * tables + 8:510 * tables + 10] = bytes([0, 1])
+        return block
+
+    with pytest.raises(InputError, match="checksum"):
+        ans.decode_codes(rebuilt(blob, moved), shapes, scales, [6, 6])
+
+
+def test_more_prototypes_than_the_decoder_reads_are_refused_by_the_encoder() -> None:
+    with pytest.raises(ValueError, match="at most 4"):
+        ans.reference_rows(shared_direction(np.random.default_rng(47))[0], 6, prototypes=5)
+
+
 def test_hostile_prototype_counts_are_rejected_before_any_row_is_read() -> None:
     codes = [shared_direction(np.random.default_rng(45))[0], np.zeros((0, 5), np.int8)]
     scales, shapes = [np.ones(300, np.float16), np.ones(0, np.float16)], [(300, 128), (0, 5)]
