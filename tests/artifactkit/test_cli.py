@@ -185,6 +185,10 @@ def test_pack_says_what_it_does_with_damaged_or_legacy_artifacts(tmp_path):
         assert result.exit_code == 2 and says in result.stderr and "Traceback" not in result.output
         assert result.stderr.startswith(f"error: {path}:") and len(result.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "x.akit").exists()
+    truncated_zip = tmp_path / "ckpt-named.akit"  # a damaged torch zip named .akit keeps the reader's own cause
+    truncated_zip.write_bytes(ckpt.read_bytes()[:200])
+    result = runner.invoke(main, ["pack", str(truncated_zip), "-o", str(tmp_path / "x.akit")])
+    assert result.exit_code == 2 and "named .akit" not in result.stderr and str(truncated_zip) in result.stderr
     ckpt.write_bytes(b"junk" * 10)  # a plain non-checkpoint keeps the reader's own message
     result = runner.invoke(main, ["pack", str(ckpt), "-o", str(tmp_path / "x.akit")])
     assert result.exit_code == 2 and "not a PyTorch checkpoint" in result.stderr
