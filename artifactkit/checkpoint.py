@@ -149,6 +149,12 @@ def _torch_load(path: Path) -> Any:
                                    "checkpoint of plain tensors and containers) or a .safetensors file")
 
 
+def looks_like_torch_save(head: bytes) -> bool:
+    """Whether a file starting with `head` can be torch.save output: a zip archive (or, before
+    torch 1.6, a pickle starting 0x80)."""
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     """Read any supported checkpoint. Raises InputError naming the file, cause and fix."""
     path = Path(path)
@@ -175,8 +181,7 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
         state, notices = strip_foreign_prefixes(state)
         return LoadedCheckpoint(path=path, state_dict=state, kind="safetensors", notices=notices)
 
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
-        # torch.save writes a zip archive (or, before 1.6, a pickle starting 0x80)
+    if not looks_like_torch_save(head):
         raise InputError(
             f"{path}: not a PyTorch checkpoint (starts with {head[:4]!r}, neither a torch.save zip nor a pickle); "
             "pass a file written by torch.save or a .safetensors file"

@@ -8,7 +8,7 @@ import click
 from click.core import ParameterSource
 
 from artifactkit.budget import RULE_TEXT, BudgetLine, count_code
-from artifactkit.checkpoint import load_checkpoint
+from artifactkit.checkpoint import load_checkpoint, looks_like_torch_save
 from artifactkit.commands._framework import emit_json, guarded, note
 from artifactkit.commands._options import (
     EXISTING_FILE,
@@ -80,34 +80,21 @@ def _given(ctx: click.Context, names: dict[str, str]) -> list[str]:
             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
 
 
-def is_artifact(path: str) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(len(MAGIC)) == MAGIC
-
-
-def load_pack_input(path: str):
-    """The checkpoint to pack. A file that is no checkpoint but looks like an artifact (named .akit
-    without the AKIT header, or an xz / zlib stream as legacy .ptz files are) gets an error saying
-    what pack does with artifacts, instead of the checkpoint reader's "not a PyTorch checkpoint"."""
-    try:
-        return load_checkpoint(path)
-    except InputError as error:
-        try:
-            with open(path, "rb") as handle:
-                head = handle.read(64)
-        except OSError:
-            raise error from None  # unreadable now: the checkpoint reader's own error stands
-        if head.startswith((b"PK", b"\x80")):
-            raise  # a torch zip or pickle (whatever its name): the checkpoint reader's cause is the real one
-        if path.lower().endswith(".akit"):
-            raise InputError(describe(path, "named .akit but has no artifactkit header (damaged, truncated or "
-                                      "not an artifact)", "pack re-encodes intact .akit artifacts; pack the "
-                                      "checkpoint it came from again")) from None
-        if looks_like_legacy(head):
-            raise InputError(describe(path, "looks like a legacy compressed artifact (.ptz: an xz or zlib "
-                                      "stream), not a checkpoint", f"unpack it first (artifactkit unpack {path} "
-                                      "-o ckpt.pt), then pack ckpt.pt")) from None
-        raise
+def refuse_artifact_lookalikes(path: str, head: bytes) -> None:
+    """A file (starting with `head`) that is neither an artifact nor a checkpoint but looks like one --
+    named .akit without the AKIT header, or an xz / zlib stream as legacy .ptz files are -- gets an
+    error saying what pack does with artifacts, instead of the checkpoint reader's "not a PyTorch
+    checkpoint". Anything else is left to the readers."""
+    if head == MAGIC or looks_like_torch_save(head) or path.lower().endswith(".safetensors"):
+        return  # an artifact, or a checkpoint (whatever its name): their readers judge it
+    if path.lower().endswith(".akit"):
+        raise InputError(describe(path, "named .akit but has no artifactkit header (damaged, truncated or "
+                                  "not an artifact)", "pack re-encodes intact .akit artifacts; pack the "
+                                  "checkpoint it came from again"))
+    if looks_like_legacy(head):
+        raise InputError(describe(path, "looks like a legacy compressed artifact (.ptz: an xz or zlib stream), "
+                                  "not a checkpoint", f"unpack it first (artifactkit unpack {path} -o ckpt.pt), "
+                                  "then pack ckpt.pt"))
 
 
 def reencode_artifact(path: str, codec: str) -> PackedArtifact:
@@ -192,14 +179,17 @@ def pack_command(checkpoint: str, output: str, policy_name: str, bits: str | Non
     packed by an older version the newer, smaller codes coder.
     """
     refuse_overwriting_inputs({"-o": output}, [checkpoint, rules_path, config_path, *code_files])
-    if is_artifact(checkpoint):
+    with open(checkpoint, "rb") as handle:
+        head = handle.read(len(MAGIC))
+    refuse_artifact_lookalikes(checkpoint, head)
+    if head == MAGIC:
         packed = reencode_artifact(checkpoint, codec)
     elif recipe_name is None:
         stray = _given(click.get_current_context(), RECIPE_ONLY_PARAMETERS)
         if stray:
             raise click.UsageError(f"{', '.join(stray)} apply only with --recipe record; add --recipe record "
                                    "or drop them")
-        loaded = load_pack_input(checkpoint)
+        loaded = load_checkpoint(checkpoint)
         for message in loaded.notices:
             note(message)
         policy = build_policy(policy_name, bits, bits_for, clip)
