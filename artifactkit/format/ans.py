@@ -81,10 +81,10 @@ for a tenth of the rows (embeddings) compare every earlier row instead (`_candid
 model's int6 section 0.9803 -> 0.9794, MiniLM's 0.9893 -> 0.9872 (settings checked on the seed-A
 artifacts, where 0.05-0.2 and 2^30-2^32 gave the same bytes).
 
-Prototype rows (AKC5, `prototypes=True`, the default): a tensor may store up to MAX_PROTOTYPES extra
+Prototype rows (AKC5, `prototypes=True`, the default): a tensor may store up to 4 extra
 rows before its first row, which its rows reference like earlier rows (named by an absolute back
 field, so lzma sees one repeated value) but which the decoder does not return. The encoder offers
-one: the codes' first right singular direction scaled to the bit width's range (`_prototypes`).
+one: the codes' first right singular direction scaled to the bit width's range (`_prototype`).
 Late attention / MLP-up matrices of the record recipe carry 5-11 % of their energy in that one
 direction (random codes: 1 %), fit's int4 MLP-up matrices more: a sign pattern shared by many rows,
 which no scale context and no single earlier row captures (a 2nd-4th direction never paid, measured).
@@ -166,10 +166,9 @@ REFERENCE_CHUNK = 1 << 21  # codes checked at once when choosing references (bou
 EXACT_SEARCH_SHARE = 0.1
 EXACT_SEARCH_WORK = 1 << 30
 EXACT_SEARCH_BLOCK = 256  # rows compared at once (a 256 x rows float32 block)
-# Prototype rows (AKC5): extra rows stored before a tensor's first row, which its rows may reference but
-# which are not returned. The encoder stores at most one: the codes' first right singular direction.
-MAX_PROTOTYPES = 4  # per tensor; the decoder refuses more
-PROTOTYPES = 1  # candidate prototypes per tensor (first singular directions; measured: a 2nd, 3rd, 4th never paid)
+# Prototype rows (AKC5): up to 4 extra rows (the decoder's bound) stored before a tensor's first row, which
+# its rows may reference but which are not returned. The encoder stores at most one: the codes' first right
+# singular direction (a 2nd-4th direction never paid, measured).
 PROTOTYPE_ITERATIONS = 6  # power iterations for the first singular direction (it dominates where it pays)
 SECTION = "codes section"
 
@@ -440,8 +439,7 @@ def encode_codes(codes: list[np.ndarray], scales: list[np.ndarray], bits: list[i
             raise InputError(describe(f"{SECTION} tensor {index}", f"a code exceeds ±{levels(width)} "
                                       f"for {width} bits", "clip codes to the bit width's range"))
 
-    shapes = [matrix.shape for matrix in codes]
-    chosen = [reference_rows(matrix, width, PROTOTYPES if prototypes else 0) if references else _unreferenced(matrix)
+    chosen = [reference_rows(matrix, width, prototypes) if references else _unreferenced(matrix)
               for matrix, width in zip(codes, bits, strict=True)]
     # The checksum covers what the decoder restores: each tensor's prototype rows, then its codes.
     originals = [np.concatenate([rows.prototypes, matrix]) if len(rows.prototypes) else matrix
@@ -470,7 +468,7 @@ def encode_codes(codes: list[np.ndarray], scales: list[np.ndarray], bits: list[i
             table_range[index] = start, start + len(plan.counts) - 1
         table_bits += [width] * len(plan.counts)
         table_counts += _filled(plan.counts)
-    return _encode_stream(codes, originals, shapes, bits, row_ids, offsets, table_range, table_bits, table_counts,
+    return _encode_stream(codes, originals, bits, row_ids, offsets, table_range, table_bits, table_counts,
                           back, slope, prototype_counts)
 
 
@@ -599,16 +597,14 @@ def _row_chunks(matrix: np.ndarray) -> list[slice]:
     return [slice(low, min(rows, low + step)) for low in range(0, rows, step)]
 
 
-def _prototypes(matrix: np.ndarray, bits: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """(prototypes [count, cols] int64, estimated bits each row saves against each [count, rows]): the
-    codes' first `count` right singular directions (block power iteration), each scaled to the bit
-    width's range. Late attention and MLP-up matrices and embeddings of trained models carry 5-22 % of
-    their energy in the first one (random codes: ~1 %), which no scale context sees: a sign pattern
-    shared by many rows. The estimate is -cols / 2 log2(1 - cos^2) per row, a Gaussian row's saving
-    when its part along the prototype is removed; the exact saving is checked before a row takes it."""
+def _prototype(matrix: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(prototype [cols] int64, estimated bits each row saves against it): the codes' first right
+    singular direction (power iteration), scaled to the bit width's range. Late attention and MLP-up
+    matrices and embeddings of trained models carry 5-22 % of their energy in it (random codes: ~1 %),
+    which no scale context sees: a sign pattern shared by many rows. The estimate is -cols / 2
+    log2(1 - cos^2) per row, a Gaussian row's saving when its part along the prototype is removed;
+    the exact saving is checked before a row takes it."""
     rows, cols = matrix.shape
-    if count == 0:
-        return np.zeros((0, cols), np.int64), np.zeros((0, rows))
     chunks = _row_chunks(matrix)
     # A tensor of one chunk is converted to float once, not once per iteration.
     cached = [matrix.astype(np.float32)] if len(chunks) == 1 else None
@@ -616,21 +612,19 @@ def _prototypes(matrix: np.ndarray, bits: int, count: int) -> tuple[np.ndarray, 
     def blocks():
         return zip(chunks, cached, strict=True) if cached else ((chunk, matrix[chunk].astype(np.float32)) for chunk in chunks)
 
-    directions = np.random.default_rng(0).standard_normal((count, cols)).astype(np.float32)
+    direction = np.random.default_rng(0).standard_normal(cols).astype(np.float32)
     for _ in range(PROTOTYPE_ITERATIONS):
-        image = np.zeros((count, cols), np.float32)
+        image = np.zeros(cols, np.float32)
         for _, block in blocks():
-            image += (directions @ block.T) @ block
-        directions = np.linalg.qr(image.T)[0].T.astype(np.float32)  # orthonormal, first one first
-    peak = np.maximum(np.abs(directions).max(axis=1, keepdims=True), 1e-12)
-    prototypes = np.rint(directions * (levels(bits) / peak)).astype(np.int64)
-    norm = (prototypes * prototypes).sum(axis=1).astype(np.float64)
-    estimate = np.zeros((count, rows))
-    for chunk, block in blocks():
-        cos2 = (prototypes.astype(np.float32) @ block.T) ** 2 / np.maximum(
-            np.einsum("rc,rc->r", block, block)[None, :] * norm[:, None], 1e-12)
-        estimate[:, chunk] = -0.5 * cols * np.log2(np.maximum(1 - cos2, 1e-6))
-    return prototypes, estimate
+            image += (block @ direction) @ block
+        direction = image / (np.linalg.norm(image) + np.float32(1e-12))
+    peak = float(np.abs(direction).max())
+    prototype = np.rint(direction * (levels(bits) / peak)).astype(np.int64) if peak > 0 else np.zeros(cols, np.int64)
+    norm, estimate = float(prototype @ prototype), np.zeros(rows)
+    for chunk, block in blocks() if norm > 0 else ():
+        cos2 = (block @ prototype.astype(np.float32)) ** 2 / np.maximum(np.einsum("rc,rc->r", block, block) * norm, 1e-12)
+        estimate[chunk] = -0.5 * cols * np.log2(np.maximum(1 - cos2, 1e-6))
+    return prototype, estimate
 
 
 def _slope(plain: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -646,10 +640,10 @@ def _residual(plain: np.ndarray, reference: np.ndarray, k: np.ndarray, top: int)
     return (plain - (k[:, None] * reference + SLOPE_STEPS // 2) // SLOPE_STEPS + top) % (2 * top + 1) - top
 
 
-def reference_rows(matrix: np.ndarray, bits: int, prototypes: int = PROTOTYPES) -> References:
+def reference_rows(matrix: np.ndarray, bits: int, prototypes: bool = True) -> References:
     """How to store `matrix`'s rows: row r may be stored as wrap(codes[r] - floor((k * reference + 4) / 8)),
     wrapped into the bit width's range, where the reference is an earlier row or the tensor's prototype
-    row (stored before its first row; see `_prototypes`), which the decoder undoes in row order.
+    row (stored before its first row; see `_prototype`), which the decoder undoes in row order.
     Near-duplicate rows are common in trained embeddings (tokens the data rarely uses drift together)
     and in MLP input rows; i.i.d. rows find no reference.
 
@@ -664,17 +658,15 @@ def reference_rows(matrix: np.ndarray, bits: int, prototypes: int = PROTOTYPES) 
     rows, cols = matrix.shape
     if rows < 2 or cols < MIN_REFERENCE_COLS:
         return _unreferenced(matrix)
-    if not 0 <= prototypes <= MAX_PROTOTYPES:
-        raise ValueError(f"{prototypes} prototype rows asked for; the decoder reads at most {MAX_PROTOTYPES}")
     top, slope_bits = levels(bits), np.log2(2 * SLOPE_STEPS + 1) + REFERENCE_MARGIN_BITS
     best = _candidates(matrix)
-    prototypes, estimate = _prototypes(matrix, bits, prototypes)
-    prototype_bits = _row_bits(prototypes)
+    prototype, estimate = _prototype(matrix, bits) if prototypes else (None, np.zeros(rows))
+    prototype_bits = float(_row_bits(prototype[None])[0]) if prototype is not None else 0.0
     try_prototype = estimate > slope_bits
-    try_prototype[np.where(try_prototype, estimate - slope_bits, 0).sum(axis=1) <= prototype_bits] = False
-    # Net saving in bits (-inf: not an option) and slope, per row, of [its earlier row, each prototype].
-    options = 1 + len(prototypes)
-    net, slope = np.full((options, rows), -np.inf), np.zeros((options, rows), np.int64)
+    if (estimate[try_prototype] - slope_bits).sum() <= prototype_bits:
+        try_prototype[:] = False
+    # Net saving in bits (-inf: not an option) and slope, per row, of [its earlier row, the prototype].
+    net, slope = np.full((2, rows), -np.inf), np.zeros((2, rows), np.int64)
     for chunk in _row_chunks(matrix):
         candidate = chunk.start + np.flatnonzero(best[chunk] >= 0)
         if len(candidate):
@@ -686,46 +678,37 @@ def reference_rows(matrix: np.ndarray, bits: int, prototypes: int = PROTOTYPES) 
             slope[0, candidate] = _slope(plain, reference)
             residual = _residual(plain, reference, slope[0, candidate], top)
             net[0, candidate] = _row_bits(plain) - _row_bits(residual) - np.log2(candidate + 1) - slope_bits
-        for option, prototype in enumerate(prototypes, 1):
-            candidate = chunk.start + np.flatnonzero(try_prototype[option - 1, chunk])
-            if len(candidate):
-                plain = matrix[candidate].astype(np.int64)
-                reference = np.broadcast_to(prototype, plain.shape)
-                slope[option, candidate] = _slope(plain, reference)
-                residual = _residual(plain, reference, slope[option, candidate], top)
-                net[option, candidate] = _row_bits(plain) - _row_bits(residual) - slope_bits
+        candidate = chunk.start + np.flatnonzero(try_prototype[chunk])
+        if len(candidate):
+            plain = matrix[candidate].astype(np.int64)
+            reference = np.broadcast_to(prototype, plain.shape)
+            slope[1, candidate] = _slope(plain, reference)
+            residual = _residual(plain, reference, slope[1, candidate], top)
+            net[1, candidate] = _row_bits(plain) - _row_bits(residual) - slope_bits
     net[slope == 0] = -np.inf
-    # Drop the prototypes whose rows save less (over their next best option) than the prototype's own row
-    # costs, the least paying first, until every one left pays.
-    alive = [option for option in range(1, options) if np.isfinite(net[option]).any()]
-    while alive:
-        ranked = np.sort(net, axis=0)
-        gain = np.where(ranked[-1] > 0, ranked[-1] - np.maximum(ranked[-2], 0), 0)
-        choice = net.argmax(axis=0)
-        worth = [gain[choice == option].sum() - prototype_bits[option - 1] for option in alive]
-        if min(worth) > 0:
-            break
-        net[alive.pop(int(np.argmin(worth)))] = -np.inf
+    # The prototype is kept only if the rows that prefer it save more than its own row costs.
+    prefer = net[1] > np.maximum(net[0], 0)
+    if (net[1, prefer] - np.maximum(net[0, prefer], 0)).sum() <= prototype_bits:
+        net[1] = -np.inf
     choice, use = net.argmax(axis=0), net.max(axis=0) > 0
     if not use.any():
         return _unreferenced(matrix)
-    # Kept prototypes are stored as rows 0, 1, ... before the tensor's rows, named by absolute back fields.
-    absolute = np.zeros(options, np.int64)
-    absolute[alive] = 2 ** 32 - 1 - np.arange(len(alive))
     index = np.arange(rows)
-    back = np.where(use, np.where(choice == 0, index - best, absolute[choice]), 0)
+    # A row naming the prototype (stored row 0) does so by an absolute back field: one repeated value.
+    back = np.where(use, np.where(choice == 0, index - best, 2 ** 32 - 1), 0)
     slope = np.where(use, slope[choice, index], 0)
     stored = matrix.copy()
     for chunk in _row_chunks(matrix):
-        for option in range(options):
+        for option in (0, 1):
             chosen = chunk.start + np.flatnonzero(use[chunk] & (choice[chunk] == option))
             if len(chosen):
                 plain = matrix[chosen].astype(np.int64)
-                reference = matrix[best[chosen]].astype(np.int64) if option == 0 else prototypes[option - 1][None]
+                reference = matrix[best[chosen]].astype(np.int64) if option == 0 else prototype[None]
                 stored[chosen] = _residual(plain, np.broadcast_to(reference, plain.shape), slope[chosen], top)
-    kept = prototypes[[option - 1 for option in alive]].astype(np.int8)
-    return References(np.concatenate([kept, stored]), np.concatenate([np.zeros(len(kept), np.int64), back]),
-                      np.concatenate([np.zeros(len(kept), np.int64), slope]), kept)
+    if not (use & (choice == 1)).any():
+        return References(stored, back, slope, np.zeros((0, cols), np.int8))
+    kept = prototype[None].astype(np.int8)
+    return References(np.concatenate([kept, stored]), np.concatenate([[0], back]), np.concatenate([[0], slope]), kept)
 
 
 def _filled(counts: np.ndarray) -> list[np.ndarray]:
@@ -743,10 +726,10 @@ def _table_indices(row_ids: np.ndarray, offsets: np.ndarray, table_range: np.nda
     return np.clip(row_ids[:, None] + offsets[None, :], table_range[0], table_range[1])
 
 
-def _encode_stream(codes: list[np.ndarray], originals: list[np.ndarray], shapes: list[tuple[int, int]],
-                   bits: list[int], row_ids: list[np.ndarray], offsets: list[np.ndarray], table_range: np.ndarray,
-                   table_bits: list[int], table_counts: list[np.ndarray], back: list[np.ndarray],
-                   slope: list[np.ndarray], prototypes: np.ndarray) -> bytes:
+def _encode_stream(codes: list[np.ndarray], originals: list[np.ndarray], bits: list[int], row_ids: list[np.ndarray],
+                   offsets: list[np.ndarray], table_range: np.ndarray, table_bits: list[int],
+                   table_counts: list[np.ndarray], back: list[np.ndarray], slope: list[np.ndarray],
+                   prototypes: np.ndarray) -> bytes:
     """`codes` as stored (each tensor's `prototypes` rows first, reference rows already subtracted,
     `back` / `slope` per stored row saying how; `prototypes` the count per tensor); the checksum covers
     `originals`, the rows the decoder restores (prototypes included), and each tensor's stored shape."""
@@ -807,9 +790,9 @@ def _encode_stream(codes: list[np.ndarray], originals: list[np.ndarray], shapes:
     compressed_tables = compress_table_block(table_block)
     # The checksum also covers rows, size and bit width of each tensor, so decoding with the wrong
     # shapes fails; (0, n) and (0, 0) count as the same empty tensor.
-    # Each tensor's stored rows (prototypes included), so prototype counts cannot move between tensors.
-    key = np.array([[rows + count, (rows + count) * cols, width]
-                    for (rows, cols), count, width in zip(shapes, prototypes, bits, strict=True)], "<i8").tobytes()
+    # Of the stored rows (prototypes included), so prototype counts cannot move between tensors.
+    key = np.array([[matrix.shape[0], matrix.size, width] for matrix, width in zip(codes, bits, strict=True)],
+                   "<i8").tobytes()
     header = HEADER.pack(MAGIC, precision, id_width, len(table_bits), lanes, len(words),
                          len(compressed_tables), functools.reduce(lambda crc, matrix: zlib.crc32(
                              np.ascontiguousarray(matrix), crc), originals, zlib.crc32(key)))
