@@ -577,6 +577,20 @@ def reference_fields(blob: bytes, rows: int) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(block, "<u4", rows, len(block) - 5 * rows), np.frombuffer(block, "i1", rows, len(block) - rows)
 
 
+def restored_independently(chosen: ans.References, bits: int) -> np.ndarray:
+    """The tensor's codes from `reference_rows`' output by the decoder's rule, written out
+    independently: in row order, each referenced row plus round(k / 8 x its source row), wrapped;
+    a back field >= 2**31 names an absolute stored row; the prototype rows are dropped."""
+    restored, top = chosen.stored.astype(np.int64), levels(bits)
+    for row in np.flatnonzero(chosen.back):
+        back = chosen.back[row]
+        source = 2**32 - 1 - back if back >= 2**31 else row - back
+        assert 0 <= source < row
+        predicted = np.floor(chosen.slope[row] * restored[source] / 8 + 0.5).astype(np.int64)
+        restored[row] = (restored[row] + predicted + top) % (2 * top + 1) - top
+    return restored[len(chosen.prototypes):]
+
+
 @pytest.mark.parametrize("bits", [4, 6, 8])
 def test_reference_rows_are_undone_exactly_and_point_backwards(bits: int) -> None:
     codes = similar_rows(np.random.default_rng(bits), bits=bits)
@@ -587,12 +601,7 @@ def test_reference_rows_are_undone_exactly_and_point_backwards(bits: int) -> Non
     assert len(used) > 20 and (back[used] <= used).all() and (np.abs(slope) <= ans.SLOPE_STEPS).all()
     assert (slope < 0).any() and (slope > 0).any()  # negated copies are found too (the sign-folded order)
     assert np.abs(stored[used]).mean() < 0.5 * np.abs(codes[used]).mean()  # residuals are small
-    restored = stored.astype(np.int64)
-    top = levels(bits)
-    for row in used:  # the decoder's rule, written out independently
-        predicted = np.floor(slope[row] * restored[row - back[row]] / 8 + 0.5).astype(np.int64)
-        restored[row] = (restored[row] + predicted + top) % (2 * top + 1) - top
-    assert np.array_equal(restored, codes)
+    assert np.array_equal(restored_independently(chosen, bits), codes)
 
 
 def test_reference_rows_shrink_near_duplicate_rows_and_round_trip() -> None:
@@ -700,14 +709,7 @@ def test_a_shared_direction_becomes_one_prototype_row_that_most_rows_reference(b
     assert np.abs(chosen.prototypes).max() == levels(bits)  # scaled to the bit width's range
     named = chosen.back == 2**32 - 1  # the absolute back field of stored row 0
     assert named.sum() > 150 and chosen.back[0] == 0 and np.array_equal(chosen.stored[0], chosen.prototypes[0])
-    restored = chosen.stored.astype(np.int64)
-    top = levels(bits)
-    for row in np.flatnonzero(chosen.back):  # the decoder's rule, written out independently
-        source = 2**32 - 1 - chosen.back[row] if chosen.back[row] >= 2**31 else row - chosen.back[row]
-        assert 0 <= source < row
-        predicted = np.floor(chosen.slope[row] * restored[source] / 8 + 0.5).astype(np.int64)
-        restored[row] = (restored[row] + predicted + top) % (2 * top + 1) - top
-    assert np.array_equal(restored[1:], codes)
+    assert np.array_equal(restored_independently(chosen, bits), codes)
 
 
 def test_prototype_rows_shrink_shared_directions_round_trip_and_are_not_returned() -> None:
