@@ -90,8 +90,8 @@ direction (random codes: 1 %), fit's int4 MLP-up matrices more: a sign pattern s
 which no scale context and no single earlier row captures (a 2nd-4th direction never paid, measured).
 A row takes the prototype or its earlier-row candidate, whichever saves more; the prototype is kept
 only when its rows save more than its own row costs. Measured (reports/ans_real.md, codes section /
-order-0 bound, without -> with prototype rows): record recipe mid seed B int6 0.9927 -> 0.9917, all
-int 0.9847 -> 0.9839; fit at the record's bytes, all int 0.9764 -> 0.9711 (lrzip 0.9709); MiniLM all
+order-0 bound, without -> with prototype rows): record recipe mid seed B int6 0.9927 -> 0.9916, all
+int 0.9847 -> 0.9838; fit at the record's bytes, all int 0.9764 -> 0.9711 (lrzip 0.9709); MiniLM all
 int 0.9885 -> 0.9868; on the GPTQ, held-out GPTQ, default pack and RTN sets equal to 4 decimals.
 ~0.2 s on a 36M model.
 
