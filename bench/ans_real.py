@@ -256,6 +256,19 @@ def reference_rows(codes: np.ndarray, bits: int, level: np.ndarray) -> tuple[np.
     return np.where(use[:, None], residual, plain), use.astype(np.int64), float(side)
 
 
+def shape_classes(codes: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kurtosis quartile, mean tercile) of each row (axis 1) or column (axis 0) of `codes`:
+    the shape and sign of a line beyond its spread, which the scale levels do not see."""
+    values = codes.astype(np.float64)
+    second = (values ** 2).mean(axis=axis)
+    kurtosis = (values ** 4).mean(axis=axis) / np.maximum(second ** 2, 1e-9)
+    mean = values.mean(axis=axis)
+
+    def bucket(x: np.ndarray, count: int) -> np.ndarray:
+        return np.searchsorted(np.quantile(x, np.linspace(0, 1, count + 1)[1:-1]), x)
+    return bucket(kurtosis, 4), bucket(mean, 3)
+
+
 def zlib_bytes(values: np.ndarray) -> int:
     return len(zlib.compress(np.asarray(values, np.int64).astype(np.int16).tobytes(), 9))
 
@@ -291,6 +304,16 @@ def candidates(tensors: list[Tensor]) -> list[tuple[str, float, float, float]]:
     class_ids = np.concatenate([np.repeat(ids, t.codes.shape[1]) for ids, t in zip(classes.row_tables, tensors, strict=True)])
     row_level = np.concatenate([np.repeat(np.clip(r - low, 0, 63), t.codes.shape[1])
                                 for r, t in zip(row_levels, tensors, strict=True)])
+    row_shapes = [shape_classes(t.codes, 1) for t in tensors]
+    column_shapes = [shape_classes(t.codes, 0) for t in tensors]
+    row_kurtosis = np.concatenate([np.repeat(k, t.codes.shape[1]) for (k, _), t in zip(row_shapes, tensors, strict=True)])
+    column_kurtosis = np.concatenate([np.tile(k, t.codes.shape[0]) for (k, _), t in zip(column_shapes, tensors, strict=True)])
+    signs = np.concatenate([(r[:, None] * 3 + c[None, :]).ravel()
+                            for (_, r), (_, c) in zip(row_shapes, column_shapes, strict=True)])
+    shape_side = [float(sum(zlib_bytes(classes[part]) for classes in lines) + level_side)
+                  for lines, part in ((row_shapes, 0), (column_shapes, 0))]
+    sign_side = float(sum(zlib_bytes(r) + zlib_bytes(c) for (_, r), (_, c) in zip(row_shapes, column_shapes, strict=True))
+                      + level_side)
     referenced, referenced_flag, reference_side = [], [], 0.0
     for t in tensors:
         local = np.clip(levels_of(t.codes) - low, 0, 63)
@@ -304,6 +327,9 @@ def candidates(tensors: list[Tensor]) -> list[tuple[str, float, float, float]]:
         ("row scale levels", row_level, symbols, float(sum(zlib_bytes(r) for r in row_levels))),
         ("row + column scale levels (AKC3 `levels`)", level, symbols, float(level_side)),
         ("levels x |previous code in the row| (0,1,2,3+)", level * 4 + previous, symbols, float(level_side)),
+        ("levels x the row's kurtosis quartile", level * 4 + row_kurtosis, symbols, shape_side[0]),
+        ("levels x the column's kurtosis quartile", level * 4 + column_kurtosis, symbols, shape_side[1]),
+        ("levels x the row's and the column's mean tercile", level * 9 + signs, symbols, sign_side),
         ("levels x code above in similarity order (-2..2)", level_sorted * 5 + np.concatenate(above), sorted_symbols,
          float(level_side + permutation_bytes)),
         ("levels + prediction from the row above in similarity order", level_sorted, np.concatenate(chain),

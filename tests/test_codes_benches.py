@@ -6,12 +6,14 @@ tests (tens of minutes); these guard the scripts against rot."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from artifactkit.checkpoint import load_checkpoint
@@ -54,6 +56,30 @@ def test_ans_real_smoke_run_reports_every_variant(trained: Path, tmp_path) -> No
     assert all_akc4 < all_akc3, summary
     # prototype rows are only kept where they pay; where none is, the per-tensor count costs a few bytes
     assert all_akc5 <= all_akc4 + 0.0005, summary
+    candidates = {line.split("|")[1].strip(): [float(cell.replace(",", "")) for cell in line.split("|")[2:-1]]
+                  for line in text.splitlines() if line.startswith("| levels x the ")}
+    assert set(candidates) == {"levels x the row's kurtosis quartile", "levels x the column's kurtosis quartile",
+                               "levels x the row's and the column's mean tercile"}, candidates
+    for codes, side, with_side, floor in candidates.values():
+        assert side > 0 and with_side > codes and 0.5 < floor <= codes, candidates
+
+
+def test_shape_classes_separate_heavy_from_light_tailed_rows() -> None:
+    """The shape candidate's classes: rows of equal spread but different tails fall in different
+    kurtosis quartiles, and rows of opposite sign skew in the outer mean terciles."""
+    sys.path.append(str(ROOT / "bench"))
+    try:
+        ans_real = importlib.import_module("ans_real")
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    generator = np.random.default_rng(0)
+    light = generator.choice([-2, 2], size=(40, 256))  # kurtosis 1
+    heavy = np.where(generator.random((40, 256)) < 0.05, 8, 0) * generator.choice([-1, 1], size=(40, 256))
+    kurtosis, _ = ans_real.shape_classes(np.vstack([light, heavy]).astype(np.int8), axis=1)
+    assert (kurtosis[:40] <= 1).all() and (kurtosis[40:] >= 2).all()
+    skewed = np.abs(generator.integers(0, 4, size=(30, 128))) * np.array([1, -1, 0])[np.arange(30) % 3][:, None]
+    _, mean = ans_real.shape_classes(skewed.T.astype(np.int8), axis=0)
+    assert (mean[0::3] == 2).all() and (mean[1::3] == 0).all() and (mean[2::3] == 1).all()
 
 
 def test_recode_rewrites_a_points_file_with_identical_codes(trained: Path, tmp_path) -> None:
