@@ -64,14 +64,44 @@ def test_ans_real_smoke_run_reports_every_variant(trained: Path, tmp_path) -> No
         assert side > 0 and with_side > codes and 0.5 < floor <= codes, candidates
 
 
+def load_bench(name: str):
+    sys.path.append(str(ROOT / "bench"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+
+def test_code_spectrum_credits_planted_low_rank_structure_and_not_iid_codes() -> None:
+    spectrum = load_bench("code_spectrum").spectrum
+    generator = np.random.default_rng(1)
+    iid = generator.integers(-8, 9, size=(512, 256)).astype(np.int8)
+    direction = generator.choice([-4, 4], size=256)
+    planted = np.clip(iid // 2 + generator.choice([-1, 1], size=(512, 1)) * direction, -31, 31).astype(np.int8)
+    assert spectrum("iid", iid, 6, generator).saving_bits < 0.002 * spectrum("iid", iid, 6, generator).order0_bits
+    measured = spectrum("planted", planted, 6, generator)
+    assert measured.top1 > 0.5 and measured.shuffled1 < 0.05
+    assert measured.saving_bits > 0.1 * measured.order0_bits
+
+
+def test_code_spectrum_smoke_run_reports_every_int_tensor(trained: Path, tmp_path) -> None:
+    state = load_checkpoint(trained).state_dict
+    model = quantize_state_dict(state, dataclasses.replace(default_policy(), small_threshold=0))
+    artifact = write_artifact(tmp_path / "tiny.akit", encode_artifact(model, "ans"))
+    report = tmp_path / "spectrum.md"
+    run_bench("bench/code_spectrum.py", "--artifact", f"tiny={artifact}", "--skip-minilm", "--output", str(report))
+    text = report.read_text(encoding="utf-8")
+    names = [e.name for e in model.entries if e.scheme.is_int]
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line.split("|")[1].strip() in names]
+    assert len(rows) == len(names), text
+    summary = next(line for line in text.splitlines() if line.startswith("| tiny"))
+    assert re.search(r"\| \d+\.\d\d% \| \d+\.\d\d% \|$", summary), summary
+
+
 def test_shape_classes_separate_heavy_from_light_tailed_rows() -> None:
     """The shape candidate's classes: rows of equal spread but different tails fall in different
     kurtosis quartiles, and rows of opposite sign skew in the outer mean terciles."""
-    sys.path.append(str(ROOT / "bench"))
-    try:
-        ans_real = importlib.import_module("ans_real")
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    ans_real = load_bench("ans_real")
     generator = np.random.default_rng(0)
     light = generator.choice([-2, 2], size=(40, 256))  # kurtosis 1
     heavy = np.where(generator.random((40, 256)) < 0.05, 8, 0) * generator.choice([-1, 1], size=(40, 256))
