@@ -12,8 +12,9 @@ Models, each quantized once and measured in one run:
 
 Per tensor: the order-0 entropy of its codes (H0, the bound), `ans` alone on that
 tensor with the AKC2 model (row classes), the AKC3 coder (`auto` without reference rows),
-the AKC4 coder (reference rows, no prototype rows) and the current default (`auto` with
-reference and prototype rows, AKC5),
+the AKC4 coder (reference rows, no prototype rows), the AKC5 model (prototype rows, no
+remainder contexts) and the current default (`auto` with reference and prototype rows and
+remainder contexts, AKC6),
 brotli-11, zstd-22, lzma-9e, and the leaders' reference: rows sorted by similarity
 (greedy nearest neighbour on the code rows; by first principal component above
 SORT_ROWS_LIMIT rows), transposed, through `lrzip -z -L 9` (ZPAQ; a Debian package,
@@ -69,16 +70,18 @@ from artifactkit.synthetic import seed_shaped_state_dict  # noqa: E402
 REPORT = REPO / "reports" / "ans_real.md"
 SORT_ROWS_LIMIT = 8192  # greedy nearest-neighbour order needs a rows x rows similarity matrix
 TARGET = 0.98
-# The stored-blob variants measured: label -> (context model, reference rows, prototype rows).
-DEFAULT, AKC4 = "**auto (default, AKC5)**", "auto without prototype rows (AKC4 coder)"
+# The stored-blob variants measured: label -> (context model, reference rows, prototype rows,
+# remainder contexts).
+DEFAULT, AKC5 = "**auto (default, AKC6)**", "auto without remainder contexts (AKC5 model)"
+AKC4 = "auto without prototype rows (AKC4 coder)"
 AKC3, AKC2 = "auto without reference rows (AKC3 coder)", "row classes (AKC2 model)"
-VARIANTS = {AKC2: ("classes", False, False), "row-levels": ("row-levels", True, True),
-            "levels": ("levels", True, True), AKC3: ("auto", False, False), AKC4: ("auto", True, False),
-            DEFAULT: ("auto", True, True)}
-SUMMARY_VARIANTS = {"AKC5": DEFAULT, "AKC4": AKC4, "AKC3": AKC3}  # the summary's columns, newest first
+VARIANTS = {AKC2: ("classes", False, False, False), "row-levels": ("row-levels", True, True, True),
+            "levels": ("levels", True, True, True), AKC3: ("auto", False, False, False),
+            AKC4: ("auto", True, False, False), AKC5: ("auto", True, True, False), DEFAULT: ("auto", True, True, True)}
+SUMMARY_VARIANTS = {"AKC6": DEFAULT, "AKC5": AKC5, "AKC4": AKC4, "AKC3": AKC3}  # the summary's columns, newest first
 # The same coders on one tensor at a time (the per-tensor table's columns).
 PER_TENSOR_VARIANTS = {"ans AKC2 model": VARIANTS[AKC2], "ans AKC3": VARIANTS[AKC3], "ans AKC4": VARIANTS[AKC4],
-                       "ans auto (AKC5)": VARIANTS[DEFAULT]}
+                       "ans AKC5": VARIANTS[AKC5], "ans auto (AKC6)": VARIANTS[DEFAULT]}
 
 
 @dataclass
@@ -165,13 +168,14 @@ def general_codecs(skip_slow: bool) -> dict[str, Callable[[bytes], int]]:
     return codecs
 
 
-def ans_blob(tensors: list[Tensor], model: str, references: bool = True, prototypes: bool = True) -> bytes:
+def ans_blob(tensors: list[Tensor], model: str, references: bool = True, prototypes: bool = True,
+             remainders: bool = True) -> bytes:
     codes = [t.codes for t in tensors]
     return ans.encode_codes(codes, [np.ones(len(c), np.float16) for c in codes], [t.bits for t in tensors],
-                            contexts=model, references=references, prototypes=prototypes)
+                            contexts=model, references=references, prototypes=prototypes, remainders=remainders)
 
 
-def ans_round_trip(tensors: list[Tensor], variant: tuple[str, bool, bool], repeats: int) -> tuple[int, float, float]:
+def ans_round_trip(tensors: list[Tensor], variant: tuple[str, bool, bool, bool], repeats: int) -> tuple[int, float, float]:
     model = variant[0]
     codes = [t.codes for t in tensors]
     scales = [np.ones(len(c), np.float16) for c in codes]
@@ -545,9 +549,9 @@ def main() -> None:
         body += lines
         summaries.append(summary)
     head = ["## Summary: codes section bytes / order-0 bound (target <= 0.98 on int6)", "",
-            "int6 / all int: the codes of those tensors as one blob (AKC5 = the default, `auto` with reference "
-            "and prototype rows; AKC4 = without prototype rows; AKC3 = without reference rows; the AKC2 row-class "
-            "model is in each model's section); brotli-11 and lrzip: per "
+            "int6 / all int: the codes of those tensors as one blob (AKC6 = the default, `auto` with reference "
+            "and prototype rows and remainder contexts; AKC5 = without remainder contexts; AKC4 = without "
+            "prototype rows; AKC3 = without reference rows; the AKC2 row-class model is in each model's section); brotli-11 and lrzip: per "
             "tensor, summed (lrzip's permutation not counted); best with side: the best context candidate "
             "(int6) with its side information counted; floor: the best candidate with tables and side "
             "information free.", "",

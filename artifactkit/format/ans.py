@@ -95,10 +95,24 @@ int 0.9847 -> 0.9838; fit at the record's bytes, all int 0.9764 -> 0.9711 (lrzip
 int 0.9885 -> 0.9868; on the GPTQ, held-out GPTQ, default pack and RTN sets equal to 4 decimals.
 ~0.2 s on a 36M model.
 
+Remainder contexts (AKC6, `remainders=True`, the default): a row stored against a prototype is its
+codes less round(k x prototype / 8), and that rounding throws away where k x prototype / 8 fell
+between two integers, which the decoder knows: (k x prototype + 4) mod 8, in REMAINDER_BINS = 4
+bins. Where codes spread little (fit's int4 matrices: mostly -1, 0, 1) and the prototype is strong
+(25-66 % of the energy of its late attention and MLP-up matrices, reports/code_spectrum.md), the
+residual leans measurably by bin, so such rows may take their own tables, four per table of their
+group, bin-major after the group's tables (`_remainder_split`; used where estimated smaller with
+the extra tables counted as stored, lzma'd; at most REMAINDER_TABLES per blob). To look them up
+the decoder needs the prototype rows before the lanes start, so AKC6 stores prototype rows in the
+table block (int8) rather than in the lanes. Measured (codes section / order-0 bound, all int
+codes; int6 codes never took them): fit at the record's bytes, mid seed B 0.9709 -> 0.9653 (lrzip
+0.9709) and seed A 0.9727 -> 0.9668 (held out: the bin count was chosen on seed B and the record
+artifact); every other set of reports/ans_real.md unchanged. Decoder +1.05 KB.
+
 Determinism: the same input gives the same bytes on a given numpy build.
 
 Blob layout (little endian):
-    header  "<4sBBHIIII": magic b"AKC5", precision, row-id width (1|2 bytes),
+    header  "<4sBBHIIII": magic b"AKC6", precision, row-id width (1|2 bytes),
             n_tables, n_lanes, n_words, table-block length,
             CRC32 of (int64 [stored rows, stored rows * cols, bits] per tensor (stored rows:
             rows + prototype rows P), then the int8 symbols of all
@@ -106,14 +120,21 @@ Blob layout (little endian):
     tables  lzma-alone(uint16 freqs[n_tables, 255] over codes -127..127
                        | uint16 [first, last] table of each tensor (any values for a tensor without codes)
                        | uint8 prototype rows P of each tensor (<= 4; 0 for a tensor without rows)
+                       | uint16 first remainder table R of each tensor (0: none); a code of a row that
+                         names a prototype then uses table R + bin x (last - first + 1) + (its table - first)
                        | row table ids [total stored rows = rows + P per tensor], uint8 or uint16
+                         (a prototype row's id is never read)
                        | int8 column offsets [sum of cols over tensors with rows]
                        | uint32 back field of each stored row [total stored rows] (0: no reference;
                          < 2**31: distance to the earlier row; else row 2**32 - 1 - back of the tensor)
-                       | int8 slope k of each stored row's reference [total stored rows])
+                       | int8 slope k of each stored row's reference [total stored rows]; 0 without one
+                       | int8 prototype rows [P x cols per tensor, tensor order])
     states  uint32[n_lanes]      final encoder states = decoder start states
     words   uint16[n_words]      renormalisation words, in decoding order
-    Older blobs still decode: b"AKC4" is AKC5 without prototype rows (no P field, every back
+    The lanes code each tensor's own rows (not its prototype rows).
+    Older blobs still decode: b"AKC5" is AKC6 without the R fields and with the prototype rows in
+    the lanes, before their tensor's rows (no prototype values in the table block), b"AKC4" is AKC5
+    without prototype rows (no P field, every back
     field a distance), b"AKC3" is AKC4 without the reference fields, b"AKC2" has no
     spans and no column offsets (every code uses its row's table) and b"AKC1" is AKC2 with
     the table block zlib'd.
@@ -150,7 +171,7 @@ MODELS = ("auto", "levels", "row-levels", "classes", "tensor")
 AUTO_MODELS = ("levels", "row-levels")  # "classes" loses to these on every model measured
 STATE_LOW = 1 << 16
 HEADER = struct.Struct("<4sBBHIIII")
-MAGIC = b"AKC5"
+MAGIC = b"AKC6"
 # Reference rows: a row may be stored as its codes minus (k/8) x an earlier row's of the same tensor.
 SLOPE_STEPS = 8  # |k| <= 8: slopes -1..1 in eighths
 REFERENCE_WINDOW = 32  # candidates: this many rows on each side in each of two orders along the first principal direction
@@ -169,6 +190,8 @@ EXACT_SEARCH_BLOCK = 256  # rows compared at once (a 256 x rows float32 block)
 # Prototype rows (AKC5): up to 4 extra rows (the decoder's bound) stored before a tensor's first row, which
 # its rows may reference but which are not returned. The encoder stores at most one: the codes' first right
 # singular direction (a 2nd-4th direction never paid, measured).
+REMAINDER_BINS = 4  # contexts of a prototype row's codes by where k x prototype / 8 falls between integers
+REMAINDER_TABLES = 576  # most remainder tables per blob (the decoder allows len(shapes) + 448 + 576 tables)
 PROTOTYPE_ITERATIONS = 6  # power iterations for the first singular direction (it dominates where it pays)
 SECTION = "codes section"
 
@@ -311,6 +334,46 @@ class _Plan:
         return self.code_bytes + self.table_bytes + self.side_bytes
 
 
+def _remainder_bins(rows: References) -> tuple[np.ndarray, np.ndarray]:
+    """(the lanes' rows that reference a prototype, the remainder bin of each of their codes): where
+    k x prototype / 8 falls between two integers, (k x prototype + 4) mod 8, in REMAINDER_BINS bins.
+    The residual of a row against a strong prototype is its code less a rounded prediction; the
+    rounding is known to the decoder, so the bin tells it which way the code leans (int4 codes of
+    fit's late attention and MLP-up matrices, where the prototype holds 25-66 % of the energy)."""
+    prototypes = len(rows.prototypes)
+    named = np.flatnonzero(rows.back >= 2 ** 31)
+    values = rows.prototypes[2 ** 32 - 1 - rows.back[named]].astype(np.int64)
+    remainder = (rows.slope[named, None] * values + SLOPE_STEPS // 2) % SLOPE_STEPS
+    return named - prototypes, remainder // (SLOPE_STEPS // REMAINDER_BINS)
+
+
+def _remainder_split(plan: _Plan, codes: list[np.ndarray], remainders: list[tuple[np.ndarray, np.ndarray]],
+                     bits: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(the plan's tables without the prototype rows' codes, REMAINDER_BINS x as many tables for
+    them, bin-major), or None when that is not estimated smaller than the plan's tables alone."""
+    tables, alphabet = plan.counts.shape
+    fine = np.zeros((REMAINDER_BINS * tables, alphabet), np.int64)
+    for matrix, (rows, bins), row_table, offset in zip(codes, remainders, plan.row_tables, plan.column_offsets,
+                                                       strict=True):
+        if len(rows):
+            context = bins * tables + np.clip(row_table[rows, None] + offset[None, :], 0, tables - 1)
+            fine += np.bincount((context * alphabet + matrix[rows].astype(np.int64) + levels(bits)).ravel(),
+                                minlength=fine.size).reshape(fine.shape)
+    if not fine.any():
+        return None
+    rest = plan.counts - fine.reshape(REMAINDER_BINS, tables, alphabet).sum(axis=0)
+    # Tables as stored (lzma of the quantized 16-bit freqs): the zlib stand-in of the plans misjudges
+    # four times as many sparse tables by more than a small tensor's remainder contexts save.
+    split = (_entropy_bits(rest) + _entropy_bits(fine)) / 8 + _stored_table_bytes([rest, fine], bits)
+    return (rest, fine) if split < plan.code_bytes + _stored_table_bytes([plan.counts], bits) else None
+
+
+def _stored_table_bytes(counts: list[np.ndarray], bits: int) -> int:
+    """lzma'd bytes of these tables as the blob stores them (see `_encode_stream`)."""
+    tables = [table for group in counts for table in _filled(group)]
+    return len(compress_table_block(np.concatenate([_frequencies(table, bits) for table in tables]).astype("<u2").tobytes()))
+
+
 def _plan_classes(histograms: list[np.ndarray], codes: list[np.ndarray]) -> _Plan:
     """Row classes clustered by the rows' own code histograms (the AKC2 model)."""
     stacked = np.concatenate(histograms)
@@ -415,7 +478,8 @@ def _check_inputs(shapes: Sequence[tuple[int, int]], scales: Sequence[np.ndarray
 
 
 def encode_codes(codes: list[np.ndarray], scales: list[np.ndarray], bits: list[int], *,
-                 contexts: bool | str = True, references: bool = True, prototypes: bool = True) -> bytes:
+                 contexts: bool | str = True, references: bool = True, prototypes: bool = True,
+                 remainders: bool = True) -> bytes:
     """Entropy-code the int8 code matrices into one self-describing blob.
 
     `codes[i]` is int8 [rows, cols] with values in [-levels(bits[i]), levels(bits[i])];
@@ -423,7 +487,9 @@ def encode_codes(codes: list[np.ndarray], scales: list[np.ndarray], bits: list[i
     `contexts`: True (= "auto": per bit width the model of MODELS estimated smallest), False
     (= "tensor": one table per tensor), or one model's name to force it.
     `references`: let rows be stored relative to an earlier similar row (see `reference_rows`);
-    `prototypes`: or relative to a prototype row stored before the tensor's first row (AKC5).
+    `prototypes`: or relative to a prototype row stored before the tensor's first row (AKC5);
+    `remainders`: let the rows that reference a prototype take their own tables by the remainder of
+    their prediction (AKC6; where estimated smaller).
     Deterministic: the same input gives the same bytes."""
     model = {True: "auto", False: "tensor"}.get(contexts, contexts) if isinstance(contexts, bool) else contexts
     if model not in MODELS:
@@ -444,8 +510,10 @@ def encode_codes(codes: list[np.ndarray], scales: list[np.ndarray], bits: list[i
     # The checksum covers what the decoder restores: each tensor's prototype rows, then its codes.
     originals = [np.concatenate([rows.prototypes, matrix]) if len(rows.prototypes) else matrix
                  for rows, matrix in zip(chosen, codes, strict=True)]
-    codes, back, slope = [c.stored for c in chosen], [c.back for c in chosen], [c.slope for c in chosen]
-    prototype_counts = np.array([len(c.prototypes) for c in chosen], np.int64)
+    # The lanes code each tensor's own rows (residuals where referenced); prototype rows go in the
+    # table block, so the decoder knows them before the lanes start (the remainder contexts need them).
+    codes = [c.stored[len(c.prototypes):] for c in chosen]
+    remainder_bins = [_remainder_bins(c) for c in chosen]
     histograms = [_row_histograms(matrix, width) for matrix, width in zip(codes, bits, strict=True)]
     # Tensors without codes need no table; the rest are grouped by bit width (or one group each).
     coded = [i for i, matrix in enumerate(codes) if matrix.size]
@@ -456,20 +524,29 @@ def encode_codes(codes: list[np.ndarray], scales: list[np.ndarray], bits: list[i
     row_ids = [np.zeros(matrix.shape[0], np.int64) for matrix in codes]
     offsets = [np.zeros(matrix.shape[1] if matrix.shape[0] else 0, np.int64) for matrix in codes]
     table_range = np.zeros((len(codes), 2), np.int64)
+    remainder_tables = np.zeros(len(codes), np.int64)  # first remainder table of each tensor (0: none)
+    remainder_used = 0
     table_bits: list[int] = []
     table_counts: list[np.ndarray] = []
     for members in groups:
         width = bits[members[0]]
         plan = _plan_group(model, [histograms[i] for i in members], [codes[i] for i in members], width)
-        start = len(table_bits)
+        start, tables = len(table_bits), len(plan.counts)
+        split = None
+        if remainders and model != "tensor" and remainder_used + REMAINDER_BINS * tables <= REMAINDER_TABLES:
+            split = _remainder_split(plan, [codes[i] for i in members], [remainder_bins[i] for i in members], width)
+            remainder_used += REMAINDER_BINS * tables * (split is not None)
         for index, row_table, offset in zip(members, plan.row_tables, plan.column_offsets, strict=True):
             row_ids[index] = row_table + start
             offsets[index] = offset
-            table_range[index] = start, start + len(plan.counts) - 1
-        table_bits += [width] * len(plan.counts)
-        table_counts += _filled(plan.counts)
+            table_range[index] = start, start + tables - 1
+            remainder_tables[index] = start + tables if split is not None else 0
+        counts = [plan.counts] if split is None else list(split)
+        table_bits += [width] * sum(len(c) for c in counts)
+        table_counts += [table for c in counts for table in _filled(c)]
     return _encode_stream(codes, originals, bits, row_ids, offsets, table_range, table_bits, table_counts,
-                          back, slope, prototype_counts)
+                          [c.back for c in chosen], [c.slope for c in chosen], [c.prototypes for c in chosen],
+                          remainder_tables, remainder_bins)
 
 
 def _row_bits(values: np.ndarray) -> np.ndarray:
@@ -721,6 +798,13 @@ def _filled(counts: np.ndarray) -> list[np.ndarray]:
     return list(counts[nearest])
 
 
+def _frequencies(counts: np.ndarray, bits: int) -> np.ndarray:
+    """A table's quantized frequencies over codes -127..127 (absent codes 0)."""
+    full_counts = np.zeros(255, dtype=np.int64)
+    full_counts[127 - levels(bits):128 + levels(bits)] = counts
+    return quantize_frequencies(full_counts, PRECISION)
+
+
 def _table_indices(row_ids: np.ndarray, offsets: np.ndarray, table_range: np.ndarray) -> np.ndarray:
     """[rows, cols] table of every code: what the decoder computes."""
     return np.clip(row_ids[:, None] + offsets[None, :], table_range[0], table_range[1])
@@ -729,20 +813,19 @@ def _table_indices(row_ids: np.ndarray, offsets: np.ndarray, table_range: np.nda
 def _encode_stream(codes: list[np.ndarray], originals: list[np.ndarray], bits: list[int], row_ids: list[np.ndarray],
                    offsets: list[np.ndarray], table_range: np.ndarray, table_bits: list[int],
                    table_counts: list[np.ndarray], back: list[np.ndarray], slope: list[np.ndarray],
-                   prototypes: np.ndarray) -> bytes:
-    """`codes` as stored (each tensor's `prototypes` rows first, reference rows already subtracted,
-    `back` / `slope` per stored row saying how; `prototypes` the count per tensor); the checksum covers
-    `originals`, the rows the decoder restores (prototypes included), and each tensor's stored shape."""
+                   prototypes: list[np.ndarray], remainder_tables: np.ndarray,
+                   remainders: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """`codes`: what the lanes code, each tensor's own rows (reference rows already subtracted);
+    `prototypes` its prototype rows (stored before them: `back` / `slope` per stored row say how rows
+    reference earlier ones); `remainder_tables` / `remainders` where rows that reference a prototype
+    take their tables. The checksum covers `originals`, the rows the decoder restores (prototypes
+    included), and each tensor's stored shape."""
     precision = PRECISION
     flat = np.concatenate([matrix.ravel() for matrix in codes] + [np.zeros(0, dtype=np.int8)])
     total = len(flat)
     # Every table spans codes -127..127 (absent codes have frequency 0 and cost lzma next to nothing),
     # so the decoder needs no per-table alphabet.
-    freqs = []
-    for width, counts in zip(table_bits, table_counts, strict=True):
-        full_counts = np.zeros(255, dtype=np.int64)
-        full_counts[127 - levels(width):128 + levels(width)] = counts
-        freqs.append(quantize_frequencies(full_counts, precision))
+    freqs = [_frequencies(counts, width) for width, counts in zip(table_bits, table_counts, strict=True)]
     # Per (table, code & 255) frequency and cumulative frequency, for one gather per symbol.
     freq_by_byte = np.zeros((len(freqs), 256), dtype=np.uint16)
     start_by_byte = np.zeros((len(freqs), 256), dtype=np.uint16)
@@ -753,10 +836,14 @@ def _encode_stream(codes: list[np.ndarray], originals: list[np.ndarray], bits: l
     symbol_freq = np.empty(total, dtype=np.uint16)
     symbol_start = np.empty(total, dtype=np.uint16)
     offset = 0
-    for matrix, ids, column_offsets, span in zip(codes, row_ids, offsets, table_range, strict=True):
+    for matrix, ids, column_offsets, span, first, (rows, bins) in zip(
+            codes, row_ids, offsets, table_range, remainder_tables, remainders, strict=True):
         if not matrix.size:
             continue
-        symbol_index = _table_indices(ids, column_offsets, span).astype(np.int32) * 256 + matrix.view(np.uint8)
+        table = _table_indices(ids, column_offsets, span)
+        if first:
+            table[rows] += first - span[0] + bins * (span[1] - span[0] + 1)
+        symbol_index = table.astype(np.int32) * 256 + matrix.view(np.uint8)
         symbol_freq[offset:offset + matrix.size] = freq_by_byte.ravel()[symbol_index].ravel()
         symbol_start[offset:offset + matrix.size] = start_by_byte.ravel()[symbol_index].ravel()
         offset += matrix.size
@@ -779,20 +866,25 @@ def _encode_stream(codes: list[np.ndarray], originals: list[np.ndarray], bits: l
     words = np.concatenate(chunks[::-1] + [np.zeros(0, dtype="<u2")])
 
     id_width = 1 if len(table_bits) <= 256 else 2
-    all_ids = np.concatenate(row_ids + [np.zeros(0, dtype=np.int64)])
+    # Prototype rows have ids (any value: the decoder never looks them up), so ids, back and slope
+    # all index stored rows.
+    all_ids = np.concatenate([part for rows, ids in zip(prototypes, row_ids, strict=True)
+                              for part in (np.zeros(len(rows), np.int64), ids)] + [np.zeros(0, np.int64)])
     table_block = (np.concatenate(freqs + [np.zeros(0, dtype=np.int64)]).astype("<u2").tobytes()
                    + table_range.astype("<u2").tobytes()
-                   + prototypes.astype("u1").tobytes()
+                   + np.array([len(rows) for rows in prototypes], np.int64).astype("u1").tobytes()
+                   + remainder_tables.astype("<u2").tobytes()
                    + all_ids.astype(f"<u{id_width}").tobytes()
                    + np.concatenate(offsets + [np.zeros(0, dtype=np.int64)]).astype("i1").tobytes()
                    + np.concatenate(back + [np.zeros(0, dtype=np.int64)]).astype("<u4").tobytes()
-                   + np.concatenate(slope + [np.zeros(0, dtype=np.int64)]).astype("i1").tobytes())
+                   + np.concatenate(slope + [np.zeros(0, dtype=np.int64)]).astype("i1").tobytes()
+                   + b"".join(rows.astype(np.int8).tobytes() for rows in prototypes))
     compressed_tables = compress_table_block(table_block)
     # The checksum also covers rows, size and bit width of each tensor, so decoding with the wrong
     # shapes fails; (0, n) and (0, 0) count as the same empty tensor.
     # Of the stored rows (prototypes included), so prototype counts cannot move between tensors.
-    key = np.array([[matrix.shape[0], matrix.size, width] for matrix, width in zip(codes, bits, strict=True)],
-                   "<i8").tobytes()
+    key = np.array([[len(matrix), len(matrix) * matrix.shape[1], width] for matrix, width in
+                    zip(originals, bits, strict=True)], "<i8").tobytes()
     header = HEADER.pack(MAGIC, precision, id_width, len(table_bits), lanes, len(words),
                          len(compressed_tables), functools.reduce(lambda crc, matrix: zlib.crc32(
                              np.ascontiguousarray(matrix), crc), originals, zlib.crc32(key)))

@@ -23,13 +23,21 @@ count moved from one tensor to another fails it); rows name them with a back fie
 (absolute row 2**32 - 1 - back, checked to be earlier; the encoder writes one only for a
 prototype, and an AKC4 blob never has one, but any other earlier row could only fail the
 checksum), and they are dropped from what is returned.
+An AKC6 blob keeps the prototype rows in the table block (the lanes code only each tensor's own
+rows; `e` counts the stored rows they skip), and a tensor with a first remainder table R > 0
+codes each row that names a prototype with table R + bin x S + (its table - first), bin =
+(k x prototype + 4) mod 8 // 2 and S the span's width (R + 4 S checked against the table count
+per such row); after the lanes the prototype rows are put back before their tensor's rows, so
+the reference loop and the checksum see the AKC5 layout. A nonzero slope without a reference is
+rejected (the encoder never writes one), so no byte of the table block is silently ignored there.
 The clip keeps every table index inside the tables whatever the ids and
 offsets say (a hostile value can only fail the checksum); the header check caps the
-steps at 2**17 (a hostile one-lane blob) and the tables at len(shapes) + 448.
+steps at 2**17 (a hostile one-lane blob) and the tables at len(shapes) + 448 (+ 576 remainder
+tables in AKC6).
 Each code's table index is computed a block of rows (about 2**22 codes) at a time, so decoding
 needs ~5.5 bytes per code at peak (int32 index, int8 output; whole-tensor int64 temporaries took
 ~16, which put a legitimate 2**27-code artifact over the 2 GiB the fuzz campaign allows).
-Size: 4,290 bytes (AKC4's was 3,642, AKC3's 3,026, AKC2's 2,707).
+Size: 5,351 bytes (AKC5's was 4,290, AKC4's 3,642, AKC3's 3,026, AKC2's 2,707).
 """
 
 from __future__ import annotations
@@ -44,25 +52,29 @@ def decode_codes(blob, shapes, bits):
         if not ok:
             raise ValueError("corrupt codes blob: " + why)
     magic, prec, idw, ntab, lanes, nwords, mlen, crc = struct.unpack_from("<4sBBHIIII", blob)
-    check(magic in (b"AKC1", b"AKC2", b"AKC3", b"AKC4", b"AKC5"), "unknown version %r; export the loader with the artifactkit that packed it" % magic)
-    v5, M, nt = magic == b"AKC5", 1 << prec, len(shapes)
+    check(magic[:3] == b"AKC" and b"1" <= magic[3:] <= b"6", "unknown version %r; export the loader with the artifactkit that packed it" % magic)
+    v6, M, nt = magic == b"AKC6", 1 << prec, len(shapes)
+    v5 = v6 or magic == b"AKC5"
     v4 = v5 or magic == b"AKC4"
     v3, ncol = v4 or magic == b"AKC3", sum(c for r, c in shapes if r)
-    check(8 <= prec <= 15 and idw in (1, 2) and ntab <= nt + 448 and ntab << prec < 1 << 31, "header")
+    check(8 <= prec <= 15 and idw in (1, 2) and ntab <= nt + 448 + 576 * v6 and ntab << prec < 1 << 31, "header")
     unz = zlib.decompressobj() if magic == b"AKC1" else lzma.LZMADecompressor(memlimit=1 << 28)
-    head = 510 * ntab + v3 * 4 * nt + v5 * nt
-    size = lambda rows: head + idw * rows + v3 * ncol + 5 * v4 * rows
-    meta = unz.decompress(blob[24:24 + mlen], size(sum(r for r, c in shapes) + 4 * nt) + 1)
+    pa = 510 * ntab + v3 * 4 * nt
+    head = pa + v5 * nt + v6 * 2 * nt
+    size = lambda rows, pv: head + idw * rows + v3 * ncol + 5 * v4 * rows + pv
+    meta = unz.decompress(blob[24:24 + mlen], size(sum(r for r, c in shapes) + 4 * nt, 4 * ncol * v6) + 1)
     check(len(meta) >= head, "table block size")
-    pro = np.frombuffer(meta, "u1", nt * v5, head - nt).astype(int) if v5 else [0] * nt
+    pro = np.frombuffer(meta, "u1", nt * v5, pa).astype(int) if v5 else [0] * nt
+    fine = np.frombuffer(meta, "<u2", nt * v6, pa + nt).astype(int) if v6 else [0] * nt
     check(all(p <= 4 and (r or not p) for p, (r, c) in zip(pro, shapes)), "prototype rows")
-    shapes = [(r + p, c) for p, (r, c) in zip(pro, shapes)]
-    key = np.array([[r, r * c, b] for (r, c), b in zip(shapes, bits)], "<i8").tobytes()
-    nrow, n = [r for r, c in shapes], [r * c for r, c in shapes]
-    total, rows = sum(n), sum(nrow)
+    nrow, cols = [r + p for p, (r, c) in zip(pro, shapes)], [c for r, c in shapes]
+    key = np.array([[r, r * c, b] for r, c, b in zip(nrow, cols, bits)], "<i8").tobytes()
+    e = [p * v6 for p in pro]
+    n = [(r - x) * c for r, x, c in zip(nrow, e, cols)]
+    total, rows, pvn = sum(n), sum(nrow), sum(x * c for x, c in zip(e, cols))
     check(lanes << 17 >= total, "header")
     check(len(blob) == 24 + mlen + 4 * lanes + 2 * nwords and (total > 0) == (0 < lanes <= total), "blob length")
-    check(len(meta) == size(rows), "table block size")
+    check(len(meta) == size(rows, pvn), "table block size")
     at = head + idw * rows + v3 * ncol
     freq = np.frombuffer(meta, "<u2", 255 * ntab).astype(int)
     span = np.frombuffer(meta, "<u2", 2 * nt, 510 * ntab).reshape(-1, 2) if v3 else [(0, ntab - 1)] * nt
@@ -72,18 +84,23 @@ def decode_codes(blob, shapes, bits):
     check(all(lo <= hi < ntab or not k for (lo, hi), k in zip(span, n)), "table spans")
     sym = np.tile(np.arange(-127, 128) & 255, ntab)
     table = np.repeat(sym | freq << 8, freq) | (np.arange(ntab * M) - np.repeat(np.cumsum(freq) - freq, freq)) << 24
-    base, o, k = np.empty(total, np.int32), 0, 0
-    cut = np.cumsum(nrow)[:-1]
-    for (r, c), t, (lo, hi) in zip(shapes, np.split(ids, cut), span):
-        h = (1 << 22) // (c + 1) + 1  # rows at a time: bounded temporaries
-        for i in range(0, r, h):
-            base[o + i * c:o + min(i + h, r) * c] = (np.clip(t[i:i + h, None] + off[k:k + c], lo, hi) * M).ravel()
-        o, k = o + r * c, k + c * (r > 0)
-    x = np.frombuffer(blob, "<u4", lanes, 24 + mlen).astype(int)
-    words = np.frombuffer(blob, "<u2", nwords, 24 + mlen + 4 * lanes).astype(int)
     rb = np.frombuffer(meta, "<u4", rows * v4, at * v4).astype(int)
     rk = np.frombuffer(meta, "i1", rows * v4, (at + 4 * rows) * v4).astype(int)
-    check(np.count_nonzero(rb) * 64 <= total, "references")
+    gs = np.split(np.frombuffer(meta, "i1", pvn, size(rows, 0)), np.cumsum([x * c for x, c in zip(e, cols)])[:-1])
+    check(np.count_nonzero(rb) * 64 <= total and not rk[rb == 0].any(), "references")
+    base, o, k = np.empty(total, np.int32), 0, 0
+    cut = np.cumsum(nrow)[:-1]
+    for r, c, t, (lo, hi), x, f, B, K, g in zip(nrow, cols, np.split(ids, cut), span, e, fine, np.split(rb, cut), np.split(rk, cut), gs):
+        h, S = (1 << 22) // (c + 1) + 1, hi - lo + 1  # h rows at a time: bounded temporaries
+        for i in range(x, r, h):
+            base[o + (i - x) * c:o + (min(i + h, r) - x) * c] = (np.clip(t[i:i + h, None] + off[k:k + c], lo, hi) * M).ravel()
+        for i in np.flatnonzero(B >> 31) if f else ():
+            j = 4294967295 - B[i]
+            check(j < x <= i and abs(K[i]) <= 8 and f + 4 * S <= ntab, "references")
+            base[o + (i - x) * c:o + (i - x + 1) * c] += (f - lo + ((K[i] * g[j * c:j * c + c] + 4) % 8 >> 1) * S) * M
+        o, k = o + (r - x) * c, k + c * (r > 0)
+    x = np.frombuffer(blob, "<u4", lanes, 24 + mlen).astype(int)
+    words = np.frombuffer(blob, "<u2", nwords, 24 + mlen + 4 * lanes).astype(int)
     out, pos = np.empty(total, np.int8), 0
     for lo in range(0, total, lanes or 1):
         s = x[:total - lo]
@@ -94,7 +111,10 @@ def decode_codes(blob, shapes, bits):
         check(pos + len(need) <= nwords, "words run out")
         s[need] = s[need] << 16 | words[pos:pos + len(need)]
         pos += len(need)
-    res = [a.reshape(shape) for a, shape in zip(np.split(out, np.cumsum(n)[:-1]), shapes)]
+    if v6:  # prototype rows back before their tensor's rows; base freed first: no new peak
+        del base
+        out = np.concatenate([z for g, d in zip(gs, np.split(out, np.cumsum(n)[:-1])) for z in (g, d)] + [out[:0]])
+    res = [a.reshape(r, c) for a, r, c in zip(np.split(out, np.cumsum([r * c for r, c in zip(nrow, cols)])[:-1]), nrow, cols)]
     for a, w, B, K in zip(res, bits, np.split(rb, cut), np.split(rk, cut)):
         for i in np.flatnonzero(B):
             j = i - B[i] if B[i] < 1 << 31 else 4294967295 - B[i]

@@ -208,10 +208,11 @@ def test_decoding_needs_a_few_bytes_per_code_not_whole_tensor_int64_temporaries(
 
 def test_decoder_source_stays_small() -> None:
     """Its bytes count in every submission, and the default exported loader (which pastes it)
-    must stay under DEFAULT_LIMIT (tests/artifactkit/test_loader.py): ~4.3 KB is this coder's share
+    must stay under DEFAULT_LIMIT (tests/artifactkit/test_loader.py): ~5.4 KB is this coder's share
     (3.0 KB before AKC4's reference rows, which save 15-85 KB on the models in reports/ans_real.md;
-    3.6 KB before AKC5's prototype rows, which save 3-25 KB more on four of them)."""
-    assert len(DECODER_SOURCE.encode("utf-8")) < 4_400
+    3.6 KB before AKC5's prototype rows, which save 3-25 KB more on four of them; 4.3 KB before AKC6's
+    remainder contexts, which save ~11 KB more on fit's mixed-width artifacts of a 6M model)."""
+    assert len(DECODER_SOURCE.encode("utf-8")) < 5_400
 
 
 def test_decoder_source_imports_only_numpy_and_stdlib() -> None:
@@ -432,10 +433,44 @@ def test_fourth_version_blobs_written_by_the_previous_encoder_still_decode() -> 
         ans.decode_codes(b"AKC5" + AKC4_BLOB[4:], shapes, scales, [6])
 
 
-def test_new_blobs_are_the_fifth_version() -> None:
+# `shared_direction(np.random.default_rng(7), rows=48, cols=64, bits=4)[0]` as the AKC5 encoder (commit
+# b828a96) wrote it: one prototype row, stored in the lanes before the tensor's rows, which 26 rows reference.
+AKC5_BLOB = base64.b64decode(
+    "QUtDNQ4BAwAQAAAAHQIAALsAAADIe122XQAQAAD//////////wAAb8Bl94iArSxtW6ZmDHjvf9SNK9h6YzSWDQEQ0KTaSYQRr++Y"
+    "R6zbnGuO783c2+ZmoB/Q6zZ1gWGgWJq0AAXjmHarLz/CmDWTi8ZT8YHwl1h/sE3MSfRFcnbmVxW+PF6dkU+vExQAZGV2e5v+IcNr"
+    "9OdzsTgzQos7eeJ7sIzUqibmu40NSH7kOeRJhgaIrx88M+JLYaoEqFtmVSlG3GYE936hr8ed0EP/7uXnfkdlQQC1cUUQ75kEAE4R"
+    "1ByzFYBxLs/YRS5mDAAtOy5slFkBAOrPGAAW9AwAMq7nQY9s1l+fDAELhSDlAuE1MQaagptrARUK5cNH3xYf7sh7BjX3/nzChpph"
+    "IGl8s7YH9P2OO56XUAMfhPWGYfaSQeD15naC7TM0imlvG6glUMZKj1qSf2XcqFNcpq0KnXKGMYuRBpjPqikTSFjjwNExCEpEbVKj"
+    "NIC1pehciHA3H85FC7ec89h5deH3czC0FpmATWyumIAWpSTC6Vz2rVpgZEgj0mI1ToIswZBXMt0xKKF7Lzc6lI4I0ZnkQGUf4YPI"
+    "K8d/jg/u7Fp2gad8On9XBsWpcB2Xm66D//fUPodfywr1w28V0I4r3pq0CQVNcZsvP6UZvUgVBgu/eF+AoWGHOH0aSr9ofer2rvtD"
+    "nC0TDnKVWkef3G29bmtTs5rJOqIt2yCQYxL2DK9nBmEPKwQck8msl9+w5LE86gt4vcoRVnOpMJmAZj16pVxejrfoRv5uJtML/ntC"
+    "JtgrmgjMTRcx02UNXEbyA8oR6H4y5BCKYLympNF301jroPNvMYyaummtZNyGigUIJfrTnQ9rvkTcLsjpQRLYfJaNXU5xQueFd9iW"
+    "Sb+IbTWGNwZNMsBl75sxWFVoNvmh4S2ejAOybPFsHMjAksLUrtuhTHuj5nhAPuz93wrDV0XpkngJ9zhq5JE5/qyDOTcT+P49IZZ0"
+    "CrnxIWunN87jv25Npi70A0ksXTlxavUZ45xYZu6Wv1VOobi/Lv6hCZYxcDxHwdXvhuUZzCgR2wAesBSBJZdwsRJNNMxWsfvkiMMv"
+    "Rkh2LDTXXsI1YiiicXavP/MSTRC6dtkg6XHDCrRduNaVdr7LQC70/RmWT6sMsS6JOOOLwLl6Q7V+mCjimTfgdF5hk1WhXc71iojL"
+    "PcJJApDPKspMZCjHZyZ4WTroagYm1lHvMipKkAlNq/2p1hYaFTG2gnqSVFVY7xSoYxlor3qA2V95RUsu0xACvMhD7y9eHewtiJlR"
+    "EfIrRp+kejHNgQeIiQnQZipGrnBWvw9QmPnqlrDFJvH5c+hw6If4VVJ1QXU7mYIOn/4cbmBMdmYKFFlCzm9QLr+00JKW+O+xg4mB"
+    "qktiYS1Tgmc/gExAY/mp1VHMIZSKq1BU2C6K22tG57dnd27eoh1U5NHPAw2nUYQDmEeYGplNinF8pxVEsgJV64TtuNbfDBezs7eZ"
+    "Rg+wYFtR95GJea//sqroAy/xBRP6n75mIAMz7LnX2v0dd7tnhR58hmHgz4uERn4uj5XVcIwJYIY7sXb8J41MFyFpSdyRXaDCCrzT"
+    "AC6pbwEN+Lfz3C3QMf3JPaznPpt+dvlubOE8rHphYnlODePsDddkd7gf+zLB4ZacyvHG/SWY63/IahNbINRMdvKnK/XbjZo8gHPc"
+    "p284HVMLGODW/3HXcI27epDWR7AMLUXS8J9e/0FRK0TjodFLkHwj1l2s3p3OQ15tvuV6j5Ro1RPnlH/lQUsIpBT1ssoddOPzn5um"
+    "vX2LLP8rQw=="
+)
+
+
+def test_fifth_version_blobs_written_by_the_previous_encoder_still_decode() -> None:
+    codes = [shared_direction(np.random.default_rng(7), rows=48, cols=64, bits=4)[0]]
+    scales, shapes = [np.ones(48, np.float16)], [(48, 64)]
+    assert AKC5_BLOB[:4] == b"AKC5" and len(ans.reference_rows(codes[0], 4).prototypes) == 1
+    assert np.array_equal(ans.decode_codes(AKC5_BLOB, shapes, scales, [4])[0], codes[0])
+    with pytest.raises(InputError, match="codes section"):  # the same bytes read as AKC6 (prototypes elsewhere)
+        ans.decode_codes(b"AKC6" + AKC5_BLOB[4:], shapes, scales, [4])
+
+
+def test_new_blobs_are_the_sixth_version() -> None:
     codes, bits = legacy_codes()
     blob = ans.encode_codes(codes, [np.ones(len(m), dtype=np.float16) for m in codes], bits)
-    assert blob[:4] == ans.MAGIC == b"AKC5"
+    assert blob[:4] == ans.MAGIC == b"AKC6"
 
 
 def column_scaled(rng: np.random.Generator, rows: int, cols: int, bits: int) -> np.ndarray:
@@ -460,10 +495,12 @@ def test_column_offsets_move_a_code_to_another_table() -> None:
     blob = round_trip(codes, [6], "levels")
     _, _, id_width, tables, _, _, table_bytes, _ = ans.HEADER.unpack_from(blob)
     block = lzma.decompress(blob[ans.HEADER.size:ans.HEADER.size + table_bytes])
-    offsets = np.frombuffer(block, np.int8, 96, 510 * tables + 4 + 1 + id_width * 64)
+    offsets = np.frombuffer(block, np.int8, 96, 510 * tables + 4 + 1 + 2 + id_width * 64)
     span = np.frombuffer(block, "<u2", 2, 510 * tables)
-    # spans, the prototype count (0 here), row ids, offsets, then each row's back field and slope
-    assert block[510 * tables + 4] == 0 and len(block) == 510 * tables + 4 + 1 + id_width * 64 + 96 + 5 * 64
+    # spans, the prototype count (0 here), the first remainder table (0: none), row ids, offsets, then
+    # each row's back field and slope (and no prototype values)
+    assert block[510 * tables + 4:510 * tables + 7] == bytes(3)
+    assert len(block) == 510 * tables + 4 + 1 + 2 + id_width * 64 + 96 + 5 * 64
     assert span[0] == 0 and span[1] == tables - 1 and tables > 4
     assert offsets.min() < 0 < offsets.max()
 
@@ -732,10 +769,11 @@ def test_independent_rows_and_near_copies_take_no_prototype() -> None:
         assert not len(ans.reference_rows(codes, 6).prototypes)
 
 
-def test_a_prototype_row_moved_to_another_tensor_fails_the_checksum() -> None:
-    """The checksum key holds each tensor's stored rows (prototypes included): moving a prototype
-    count from one tensor to the next keeps every size and every decoded byte, but not the key
-    (found by review: before, such a blob decoded with a wrong first tensor)."""
+def test_a_prototype_row_moved_to_another_tensor_is_rejected() -> None:
+    """Moving a prototype count from one tensor to the next keeps every size. In AKC5 it also kept
+    every decoded byte, and only the checksum key (each tensor's stored rows, prototypes included)
+    caught it (found by review: before, such a blob decoded with a wrong first tensor); in AKC6 the
+    moved prototype also changes which tables the first tensor's rows use, so the lanes fail first."""
     rng = np.random.default_rng(46)
     first = shared_direction(rng)[0]
     first[-1] = heavy_tailed(np.random.default_rng(99), 1, 128, 6)[0][0]  # a last row with no reference
@@ -749,7 +787,7 @@ def test_a_prototype_row_moved_to_another_tensor_fails_the_checksum() -> None:
         block[510 * tables + 8:510 * tables + 10] = bytes([0, 1])
         return block
 
-    with pytest.raises(InputError, match="checksum"):
+    with pytest.raises(InputError, match="checksum|words run out"):
         ans.decode_codes(rebuilt(blob, moved), shapes, scales, [6, 6])
 
 
@@ -771,6 +809,66 @@ def test_hostile_prototype_counts_are_rejected_before_any_row_is_read() -> None:
                         (count(0, 0), "table block size"), (count(0, 2), "table block size")]:
         with pytest.raises(InputError, match=match):
             ans.decode_codes(rebuilt(blob, edit), shapes, scales, [6, 6])
+
+
+# -- remainder contexts (AKC6) ---------------------------------------------------------------------
+
+def test_remainder_bins_say_where_the_scaled_prototype_falls_between_integers() -> None:
+    """(k x prototype + 4) mod 8, in 4 bins: the decoder's rule, on a hand-checked row."""
+    prototype = np.arange(-3, 4, dtype=np.int8)[None]
+    rows = ans.References(np.zeros((3, 7), np.int8), np.array([0, 2**32 - 1, 0]), np.array([0, 3, 0]), prototype)
+    named, bins = ans._remainder_bins(rows)
+    # 3 x (-3..3) + 4 = -5, -2, 1, 4, 7, 10, 13; mod 8: 3, 6, 1, 4, 7, 2, 5; halved
+    assert list(named) == [0] and bins.tolist() == [[1, 3, 0, 2, 3, 1, 2]]
+
+
+def fit_like_int4(rng: np.random.Generator, rows: int = 400, cols: int = 128) -> np.ndarray:
+    """int4 codes of small spread (sd ~0.9, as fit's int4 matrices: mostly -1, 0, 1) with a shared
+    direction holding about two thirds of their energy."""
+    direction = rng.standard_normal(cols)
+    weights = rng.standard_normal((rows, cols)) + rng.normal(0, 1.5, (rows, 1)) * direction[None, :]
+    return np.clip(np.rint(weights / 2), -levels(4), levels(4)).astype(np.int8)
+
+
+def test_int4_rows_along_a_strong_prototype_take_remainder_tables_and_shrink(monkeypatch) -> None:
+    """Where a prototype holds most of the energy of int4 codes (fit's late attention matrices hold
+    25-66 %), the residual's rounding leans by where k x prototype / 8 falls; remainder tables learn
+    that lean. i.i.d. int6 codes in the same blob take none."""
+    codes = [fit_like_int4(np.random.default_rng(50)), heavy_tailed(np.random.default_rng(51), 64, 96, 6)[0]]
+    blob = round_trip(codes, [4, 6], True)
+    tables, table_bytes = ans.HEADER.unpack_from(blob)[3], ans.HEADER.unpack_from(blob)[6]
+    block = lzma.decompress(blob[ans.HEADER.size:ans.HEADER.size + table_bytes])
+    first = np.frombuffer(block, "<u2", 2, 510 * tables + 8 + 2)  # after spans and prototype counts
+    span = np.frombuffer(block, "<u2", 4, 510 * tables)
+    assert first[0] == span[1] + 1 and first[1] == 0
+    assert tables == (span[1] - span[0] + 1) * (1 + ans.REMAINDER_BINS) + span[3] - span[2] + 1
+    scales = [np.ones(len(matrix), np.float16) for matrix in codes]
+    without = ans.encode_codes(codes, scales, [4, 6], remainders=False)
+    assert ans.HEADER.unpack_from(without)[3] == tables - ans.REMAINDER_BINS * (span[1] - span[0] + 1)
+    monkeypatch.setattr(ans, "REMAINDER_TABLES", 4 * (span[1] - span[0] + 1) - 1)  # a budget one table short
+    assert ans.encode_codes(codes, scales, [4, 6]) == without
+    assert len(blob) < 0.98 * len(without)  # 2.6 % smaller, the i.i.d. int6 tensor included
+
+
+def test_a_hostile_remainder_table_outside_the_tables_is_rejected() -> None:
+    codes = [fit_like_int4(np.random.default_rng(50))]
+    scales, shapes = [np.ones(400, np.float16)], [(400, 128)]
+    blob = ans.encode_codes(codes, scales, [4])
+    tables = ans.HEADER.unpack_from(blob)[3]
+
+    def first_table(value: int):
+        def edit(block: bytearray, fields: list) -> bytearray:
+            block[510 * tables + 5:510 * tables + 7] = np.array([value], "<u2").tobytes()
+            return block
+        return edit
+
+    assert np.frombuffer(lzma.decompress(blob[ans.HEADER.size:ans.HEADER.size + ans.HEADER.unpack_from(blob)[6]]),
+                         "<u2", 1, 510 * tables + 5)[0] > 0
+    for value in (tables - 1, tables, 65535):
+        with pytest.raises(InputError, match="references"):
+            ans.decode_codes(rebuilt(blob, first_table(value)), shapes, scales, [4])
+    with pytest.raises(InputError, match="checksum|words run out"):  # in range, but not the tables it was coded with
+        ans.decode_codes(rebuilt(blob, first_table(0)), shapes, scales, [4])
 
 
 # -- real trained weights --------------------------------------------------------------------------
