@@ -1,7 +1,8 @@
 """Benchmark: the frontier's artifacts re-encoded with the current codes coder.
 
 bench/frontier.py measures Δbpb per artifact; the bytes depend on the quantized codes AND on
-the coder that stored them. When only the coder changes (AKC3 -> AKC4 reference rows, AKC5 prototype rows),
+the coder that stored them. When only the coder changes (AKC3 -> AKC4 reference rows, AKC5 prototype rows,
+AKC6 remainder contexts),
 re-measuring Δbpb is unnecessary: this script reads every `.akit` point of a frontier run
 whose codes section is `ans`, re-encodes the same quantized model with the current coder,
 checks that the codes read back identical (so Δbpb is unchanged by construction), and
@@ -78,7 +79,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPORT)
     options = parser.parse_args()
     text = ["# The frontier's artifacts re-encoded with the current coder", "",
-            f"Codes coder now: {MAGIC.decode()} (reference and prototype rows). Same quantized models, codes checked identical "
+            f"Codes coder now: {MAGIC.decode()} (reference and prototype rows, remainder contexts). Same quantized models, codes checked identical "
             "after re-encoding, so every Δbpb is the one measured; only the bytes change.", ""]
     for points_file in options.points:
         text += table(points_file)

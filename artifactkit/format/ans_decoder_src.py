@@ -107,11 +107,11 @@ def decode_codes(blob, shapes, bits):
         v = table[base[lo:lo + lanes] + (s & (M - 1))]
         out[lo:lo + lanes] = v & 255
         s[:] = (v >> 8 & 65535) * (s >> prec) + (v >> 24)
-        need = np.flatnonzero(s < 65536)
+        need = (s < 65536).nonzero()[0]
         check(pos + len(need) <= nwords, "words run out")
         s[need] = s[need] << 16 | words[pos:pos + len(need)]
         pos += len(need)
-    if v6:  # prototype rows back before their tensor's rows; base freed first: no new peak
+    if pvn:  # prototype rows back before their tensor's rows; base freed first: no new peak
         del base
         out = np.concatenate([z for g, d in zip(gs, np.split(out, np.cumsum(n)[:-1])) for z in (g, d)] + [out[:0]])
     res = [a.reshape(r, c) for a, r, c in zip(np.split(out, np.cumsum([r * c for r, c in zip(nrow, cols)])[:-1]), nrow, cols)]
