@@ -82,7 +82,7 @@ model's int6 section 0.9803 -> 0.9794, MiniLM's 0.9893 -> 0.9872 (settings check
 artifacts, where 0.05-0.2 and 2^30-2^32 gave the same bytes).
 
 Prototype rows (AKC5, `prototypes=True`, the default): a tensor may store up to 4 extra
-rows before its first row, which its rows reference like earlier rows (named by an absolute back
+rows before its first row (in the lanes in AKC5, in the table block since AKC6), which its rows reference like earlier rows (named by an absolute back
 field, so lzma sees one repeated value) but which the decoder does not return. The encoder offers
 one: the codes' first right singular direction scaled to the bit width's range (`_prototype`).
 Late attention / MLP-up matrices of the record recipe carry 5-11 % of their energy in that one
@@ -101,13 +101,14 @@ between two integers, which the decoder knows: (k x prototype + 4) mod 8, in REM
 bins. Where codes spread little (fit's int4 matrices: mostly -1, 0, 1) and the prototype is strong
 (25-66 % of the energy of its late attention and MLP-up matrices, reports/code_spectrum.md), the
 residual leans measurably by bin, so such rows may take their own tables, four per table of their
-group, bin-major after the group's tables (`_remainder_split`; used where estimated smaller with
+group, bin-major, next to them (after every group's own tables if that keeps row ids one byte;
+`_remainder_split`; used where estimated smaller with
 the extra tables counted as stored, lzma'd; at most REMAINDER_TABLES per blob). To look them up
 the decoder needs the prototype rows before the lanes start, so AKC6 stores prototype rows in the
 table block (int8) rather than in the lanes. Measured (codes section / order-0 bound, all int
 codes; int6 codes never took them): fit at the record's bytes, mid seed B 0.9709 -> 0.9653 (lrzip
 0.9709) and seed A 0.9727 -> 0.9668 (held out: the bin count was chosen on seed B and the record
-artifact); every other set of reports/ans_real.md unchanged. Decoder +1.05 KB.
+artifact); every other set of reports/ans_real.md unchanged. Decoder +1.08 KB.
 
 Determinism: the same input gives the same bytes on a given numpy build.
 
@@ -161,7 +162,8 @@ LANE_SYMBOLS = 8192
 MIN_LANES = 16
 MAX_LANES = 1024
 MAX_STEPS = 1 << 17  # the decoder's limit on steps (symbols / lanes)
-# The decoder accepts at most len(shapes) + 448 tables: 64 levels for each of the 7 bit widths.
+# The decoder accepts at most len(shapes) + 448 tables (64 levels for each of the 7 bit widths), and
+# 576 more in AKC6 (REMAINDER_TABLES).
 CLASS_COUNTS = (1, 4, 16, 32)
 LLOYD_ITERATIONS = 2
 LEVEL_RESOLUTIONS = (8, 4, 2)  # scale levels per octave, finest first
@@ -525,25 +527,39 @@ def encode_codes(codes: list[np.ndarray], scales: list[np.ndarray], bits: list[i
     offsets = [np.zeros(matrix.shape[1] if matrix.shape[0] else 0, np.int64) for matrix in codes]
     table_range = np.zeros((len(codes), 2), np.int64)
     remainder_tables = np.zeros(len(codes), np.int64)  # first remainder table of each tensor (0: none)
-    remainder_used = 0
-    table_bits: list[int] = []
-    table_counts: list[np.ndarray] = []
+    planned: list[tuple[list[int], int, _Plan, tuple[np.ndarray, np.ndarray] | None]] = []
     for members in groups:
         width = bits[members[0]]
         plan = _plan_group(model, [histograms[i] for i in members], [codes[i] for i in members], width)
-        start, tables = len(table_bits), len(plan.counts)
+        used = sum(len(split[1]) for *_, split in planned if split is not None)
         split = None
-        if remainders and model != "tensor" and remainder_used + REMAINDER_BINS * tables <= REMAINDER_TABLES:
+        if remainders and model != "tensor" and used + REMAINDER_BINS * len(plan.counts) <= REMAINDER_TABLES:
             split = _remainder_split(plan, [codes[i] for i in members], [remainder_bins[i] for i in members], width)
-            remainder_used += REMAINDER_BINS * tables * (split is not None)
+        planned.append((members, width, plan, split))
+    # Each group's remainder tables next to its own tables (lzma finds their neighbours alike: ~100 B
+    # on the fit artifacts) while all tables fit one-byte row ids; past 256 tables, after every
+    # group's own tables, so the row ids (which name only those) stay one byte.
+    adjacent = sum(len(plan.counts) + (len(split[1]) if split else 0) for *_, plan, split in planned) <= 256
+    table_bits: list[int] = []
+    table_counts: list[np.ndarray] = []
+
+    def place(width: int, counts: np.ndarray) -> int:
+        start = len(table_bits)
+        table_bits.extend([width] * len(counts))
+        table_counts.extend(_filled(counts))
+        return start
+
+    for members, width, plan, split in planned:
+        start = place(width, plan.counts if split is None else split[0])
         for index, row_table, offset in zip(members, plan.row_tables, plan.column_offsets, strict=True):
             row_ids[index] = row_table + start
             offsets[index] = offset
-            table_range[index] = start, start + tables - 1
-            remainder_tables[index] = start + tables if split is not None else 0
-        counts = [plan.counts] if split is None else list(split)
-        table_bits += [width] * sum(len(c) for c in counts)
-        table_counts += [table for c in counts for table in _filled(c)]
+            table_range[index] = start, start + len(plan.counts) - 1
+        if split is not None and adjacent:
+            remainder_tables[members] = place(width, split[1])
+    for members, width, _, split in planned if not adjacent else ():
+        if split is not None:
+            remainder_tables[members] = place(width, split[1])
     return _encode_stream(codes, originals, bits, row_ids, offsets, table_range, table_bits, table_counts,
                           [c.back for c in chosen], [c.slope for c in chosen], [c.prototypes for c in chosen],
                           remainder_tables, remainder_bins)
@@ -651,8 +667,8 @@ def _centred_unit(rows: np.ndarray) -> np.ndarray:
 
 @dataclass
 class References:
-    """How one tensor's rows are stored (see `reference_rows`). `stored` [P + rows, cols] is what the
-    lanes code: the P `prototypes` rows first, then the tensor's rows; `back` / `slope` per stored row
+    """How one tensor's rows are stored (see `reference_rows`). `stored` [P + rows, cols]: the P
+    `prototypes` rows first (in the table block since AKC6), then the tensor's rows, which the lanes code; `back` / `slope` per stored row
     say which earlier stored row a row is relative to: 0 none, below 2**31 a distance, else the
     absolute row 2**32 - 1 - back (how rows name a prototype, so lzma sees one repeated value)."""
 
@@ -865,7 +881,7 @@ def _encode_stream(codes: list[np.ndarray], originals: list[np.ndarray], bits: l
         lane_state[:] = (quotient << precision) + remainder + symbol_start[low:high]
     words = np.concatenate(chunks[::-1] + [np.zeros(0, dtype="<u2")])
 
-    id_width = 1 if len(table_bits) <= 256 else 2
+    id_width = 1 if max((int(ids.max()) for ids in row_ids if len(ids)), default=0) < 256 else 2
     # Prototype rows have ids (any value: the decoder never looks them up), so ids, back and slope
     # all index stored rows.
     all_ids = np.concatenate([part for rows, ids in zip(prototypes, row_ids, strict=True)

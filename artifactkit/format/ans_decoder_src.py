@@ -29,15 +29,19 @@ codes each row that names a prototype with table R + bin x S + (its table - firs
 (k x prototype + 4) mod 8 // 2 and S the span's width (R + 4 S checked against the table count
 per such row); after the lanes the prototype rows are put back before their tensor's rows, so
 the reference loop and the checksum see the AKC5 layout. A nonzero slope without a reference is
-rejected (the encoder never writes one), so no byte of the table block is silently ignored there.
+rejected (the encoder never writes one). Some table-block bytes still cannot change the output,
+so a flip there decodes to the right codes: R of a tensor whose rows name no prototype, the ids
+of prototype rows, the spans of tensors without codes. Spans and prototype values are widened
+to int before any arithmetic (numpy 1.x would compute uint16 / int8 products in 16 / 8 bits).
 The clip keeps every table index inside the tables whatever the ids and
 offsets say (a hostile value can only fail the checksum); the header check caps the
-steps at 2**17 (a hostile one-lane blob) and the tables at len(shapes) + 448 (+ 576 remainder
-tables in AKC6).
+steps at 2**17 (a hostile one-lane blob), the tables at len(shapes) + 448 (+ 576 remainder
+tables in AKC6) and the precision at 14 (what the encoder writes; 15 would double the lookup
+table a hostile header can ask for: ~130 KB per table).
 Each code's table index is computed a block of rows (about 2**22 codes) at a time, so decoding
 needs ~5.5 bytes per code at peak (int32 index, int8 output; whole-tensor int64 temporaries took
 ~16, which put a legitimate 2**27-code artifact over the 2 GiB the fuzz campaign allows).
-Size: 5,351 bytes (AKC5's was 4,290, AKC4's 3,642, AKC3's 3,026, AKC2's 2,707).
+Size: 5,373 bytes (AKC5's was 4,290, AKC4's 3,642, AKC3's 3,026, AKC2's 2,707).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def decode_codes(blob, shapes, bits):
     v5 = v6 or magic == b"AKC5"
     v4 = v5 or magic == b"AKC4"
     v3, ncol = v4 or magic == b"AKC3", sum(c for r, c in shapes if r)
-    check(8 <= prec <= 15 and idw in (1, 2) and ntab <= nt + 448 + 576 * v6 and ntab << prec < 1 << 31, "header")
+    check(8 <= prec <= 14 and idw in (1, 2) and ntab <= nt + 448 + 576 * v6 and ntab << prec < 1 << 31, "header")
     unz = zlib.decompressobj() if magic == b"AKC1" else lzma.LZMADecompressor(memlimit=1 << 28)
     pa = 510 * ntab + v3 * 4 * nt
     head = pa + v5 * nt + v6 * 2 * nt
@@ -65,7 +69,7 @@ def decode_codes(blob, shapes, bits):
     meta = unz.decompress(blob[24:24 + mlen], size(sum(r for r, c in shapes) + 4 * nt, 4 * ncol * v6) + 1)
     check(len(meta) >= head, "table block size")
     pro = np.frombuffer(meta, "u1", nt * v5, pa).astype(int) if v5 else [0] * nt
-    fine = np.frombuffer(meta, "<u2", nt * v6, pa + nt).astype(int) if v6 else [0] * nt
+    rem = np.frombuffer(meta, "<u2", nt * v6, pa + nt).astype(int) if v6 else [0] * nt
     check(all(p <= 4 and (r or not p) for p, (r, c) in zip(pro, shapes)), "prototype rows")
     nrow, cols = [r + p for p, (r, c) in zip(pro, shapes)], [c for r, c in shapes]
     key = np.array([[r, r * c, b] for r, c, b in zip(nrow, cols, bits)], "<i8").tobytes()
@@ -77,7 +81,7 @@ def decode_codes(blob, shapes, bits):
     check(len(meta) == size(rows, pvn), "table block size")
     at = head + idw * rows + v3 * ncol
     freq = np.frombuffer(meta, "<u2", 255 * ntab).astype(int)
-    span = np.frombuffer(meta, "<u2", 2 * nt, 510 * ntab).reshape(-1, 2) if v3 else [(0, ntab - 1)] * nt
+    span = np.frombuffer(meta, "<u2", 2 * nt, 510 * ntab).reshape(-1, 2).astype(int) if v3 else [(0, ntab - 1)] * nt
     ids = np.frombuffer(meta, "<u%d" % idw, rows, head).astype(int)
     off = np.frombuffer(meta, "i1", ncol, at - ncol).astype(int) if v3 else np.zeros(ncol, int)
     check((freq.reshape(-1, 255).sum(1) == M).all(), "table sums")
@@ -90,14 +94,14 @@ def decode_codes(blob, shapes, bits):
     check(np.count_nonzero(rb) * 64 <= total and not rk[rb == 0].any(), "references")
     base, o, k = np.empty(total, np.int32), 0, 0
     cut = np.cumsum(nrow)[:-1]
-    for r, c, t, (lo, hi), x, f, B, K, g in zip(nrow, cols, np.split(ids, cut), span, e, fine, np.split(rb, cut), np.split(rk, cut), gs):
+    for r, c, t, (lo, hi), x, f, B, K, g in zip(nrow, cols, np.split(ids, cut), span, e, rem, np.split(rb, cut), np.split(rk, cut), gs):
         h, S = (1 << 22) // (c + 1) + 1, hi - lo + 1  # h rows at a time: bounded temporaries
         for i in range(x, r, h):
             base[o + (i - x) * c:o + (min(i + h, r) - x) * c] = (np.clip(t[i:i + h, None] + off[k:k + c], lo, hi) * M).ravel()
         for i in np.flatnonzero(B >> 31) if f else ():
             j = 4294967295 - B[i]
             check(j < x <= i and abs(K[i]) <= 8 and f + 4 * S <= ntab, "references")
-            base[o + (i - x) * c:o + (i - x + 1) * c] += (f - lo + ((K[i] * g[j * c:j * c + c] + 4) % 8 >> 1) * S) * M
+            base[o + (i - x) * c:o + (i - x + 1) * c] += (f - lo + ((K[i] * g[j * c:j * c + c].astype(int) + 4) % 8 >> 1) * S) * M
         o, k = o + (r - x) * c, k + c * (r > 0)
     x = np.frombuffer(blob, "<u4", lanes, 24 + mlen).astype(int)
     words = np.frombuffer(blob, "<u2", nwords, 24 + mlen + 4 * lanes).astype(int)

@@ -8,6 +8,7 @@ import json
 import lzma
 import subprocess
 import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -839,8 +840,9 @@ def test_int4_rows_along_a_strong_prototype_take_remainder_tables_and_shrink(mon
     tables, table_bytes = ans.HEADER.unpack_from(blob)[3], ans.HEADER.unpack_from(blob)[6]
     block = lzma.decompress(blob[ans.HEADER.size:ans.HEADER.size + table_bytes])
     first = np.frombuffer(block, "<u2", 2, 510 * tables + 8 + 2)  # after spans and prototype counts
-    span = np.frombuffer(block, "<u2", 4, 510 * tables)
-    assert first[0] == span[1] + 1 and first[1] == 0
+    span = np.frombuffer(block, "<u2", 4, 510 * tables).astype(int)
+    # few tables in all: the int4 group's remainder tables right after its own (lzma likes neighbours)
+    assert first[0] == span[1] + 1 and span[2] == span[1] + 1 + 4 * (span[1] - span[0] + 1) and first[1] == 0
     assert tables == (span[1] - span[0] + 1) * (1 + ans.REMAINDER_BINS) + span[3] - span[2] + 1
     scales = [np.ones(len(matrix), np.float16) for matrix in codes]
     without = ans.encode_codes(codes, scales, [4, 6], remainders=False)
@@ -848,6 +850,44 @@ def test_int4_rows_along_a_strong_prototype_take_remainder_tables_and_shrink(mon
     monkeypatch.setattr(ans, "REMAINDER_TABLES", 4 * (span[1] - span[0] + 1) - 1)  # a budget one table short
     assert ans.encode_codes(codes, scales, [4, 6]) == without
     assert len(blob) < 0.98 * len(without)  # 2.6 % smaller, the i.i.d. int6 tensor included
+
+
+def test_remainder_tables_leave_row_ids_one_byte_wide() -> None:
+    """Past 256 tables, remainder tables sit after every group's own tables and the id width follows
+    the largest row id, not the table count: three widths whose rows spread over six octaves take
+    352 tables with remainder tables, and their row ids stay uint8 (review: placed after their own
+    group, they pushed later groups' ids past 255 and cost 680 bytes more)."""
+    rng = np.random.default_rng(3)
+
+    def spread_rows(rows: int, bits: int, divisor: float) -> np.ndarray:
+        direction = rng.standard_normal(256)
+        weights = (rng.standard_normal((rows, 256)) * np.exp2(rng.uniform(-1.5, 1.5, (1, 256)))
+                   + rng.normal(0, 1.5, (rows, 1)) * direction[None, :]) * np.exp2(rng.uniform(-3, 3, (rows, 1)))
+        return np.clip(np.rint(weights / divisor), -levels(bits), levels(bits)).astype(np.int8)
+
+    codes, bits = [spread_rows(3000, 4, 2), spread_rows(3000, 5, 1.5), spread_rows(2000, 3, 2.5)], [4, 5, 3]
+    blob = round_trip(codes, bits, True)
+    _, _, id_width, tables, *_ = ans.HEADER.unpack_from(blob)
+    without = ans.encode_codes(codes, [np.ones(len(m), np.float16) for m in codes], bits, remainders=False)
+    assert tables > 256 > ans.HEADER.unpack_from(without)[3] and id_width == 1 and len(blob) < len(without)
+
+
+def test_a_span_of_a_tensor_without_codes_may_hold_any_values() -> None:
+    """The layout lets a tensor without codes carry any span; the decoder widens spans before any
+    arithmetic, so first > last there neither warns nor wraps (review: uint16 hi - lo + 1 did)."""
+    codes = [np.random.default_rng(53).integers(-7, 8, (50, 70)).astype(np.int8), np.zeros((0, 5), np.int8)]
+    scales, shapes = [np.ones(50, np.float16), np.ones(0, np.float16)], [(50, 70), (0, 5)]
+    blob = ans.encode_codes(codes, scales, [4, 4])
+    tables = ans.HEADER.unpack_from(blob)[3]
+
+    def reversed_span(block: bytearray, fields: list) -> bytearray:
+        block[510 * tables + 4:510 * tables + 8] = np.array([5, 2], "<u2").tobytes()
+        return block
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decoded = ans.decode_codes(rebuilt(blob, reversed_span), shapes, scales, [4, 4])
+    assert np.array_equal(decoded[0], codes[0]) and decoded[1].shape == (0, 5)
 
 
 def test_a_hostile_remainder_table_outside_the_tables_is_rejected() -> None:

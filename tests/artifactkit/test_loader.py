@@ -31,7 +31,7 @@ from artifactkit.plan.policy import resolve_policy
 # the AKC3 codes model (row + column scale levels) ~320 bytes more in the default one,
 # AKC4's reference rows ~600 more (they save 15-85 KB on the trained models in reports/ans_real.md),
 # AKC5's prototype rows ~530 more (3-25 KB more saved on four of those six code sets),
-# bounded decoding memory ~120 more, and AKC6's remainder contexts ~1,050 more (~11 KB saved on
+# bounded decoding memory ~120 more, and AKC6's remainder contexts ~1,080 more (~11 KB saved on
 # fit's mixed-width artifact of a 6M model, 0.6 % of its codes; nothing on all-int6 artifacts).
 LZMA_ONLY_LIMIT = 4_500
 DEFAULT_LIMIT = 10_400
