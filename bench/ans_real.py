@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import record_codec  # noqa: E402
-from bench_common import entropy_bytes, minilm_path, order0_bytes, timed  # noqa: E402
+from bench_common import entropy_bytes, int_codes, labelled_path, minilm_path, order0_bytes, timed  # noqa: E402
 
 from artifactkit.checkpoint import load_checkpoint  # noqa: E402
 from artifactkit.format import ans  # noqa: E402
@@ -94,8 +94,7 @@ class Tensor:
 # -- sources ---------------------------------------------------------------------------------------
 
 def int_tensors(model) -> list[Tensor]:
-    return [Tensor(e.name, np.ascontiguousarray(e.quantized.codes.numpy()), int(e.scheme.bits))
-            for e in model.entries if e.scheme.is_int]
+    return [Tensor(*codes) for codes in int_codes(model)]
 
 
 # -- measures --------------------------------------------------------------------------------------
@@ -314,8 +313,8 @@ def candidates(tensors: list[Tensor]) -> list[tuple[str, float, float, float]]:
     column_kurtosis = np.concatenate([np.tile(k, t.codes.shape[0]) for (k, _), t in zip(column_shapes, tensors, strict=True)])
     signs = np.concatenate([(r[:, None] * 3 + c[None, :]).ravel()
                             for (_, r), (_, c) in zip(row_shapes, column_shapes, strict=True)])
-    shape_side = [float(sum(zlib_bytes(classes[part]) for classes in lines) + level_side)
-                  for lines, part in ((row_shapes, 0), (column_shapes, 0))]
+    shape_side = [float(sum(zlib_bytes(kurtosis) for kurtosis, _ in lines) + level_side)
+                  for lines in (row_shapes, column_shapes)]
     sign_side = float(sum(zlib_bytes(r) + zlib_bytes(c) for (_, r), (_, c) in zip(row_shapes, column_shapes, strict=True))
                       + level_side)
     referenced, referenced_flag, reference_side = [], [], 0.0
@@ -516,10 +515,7 @@ def main() -> None:
     if options.gptq:
         sources.append(("the same model, GPTQ (`artifactkit fit` artifact)",
                         int_tensors(read_artifact(options.gptq).quantized_model())))
-    for labelled in options.artifact:
-        label, _, path = labelled.partition("=")
-        if not path:
-            raise SystemExit(f"error: --artifact {labelled!r}: expected LABEL=PATH")
+    for label, path in (labelled_path(value, "--artifact") for value in options.artifact):
         sources.append((f"{label} (`{path}`)", int_tensors(read_artifact(path).quantized_model())))
     minilm = None if options.skip_minilm else minilm_path()
     if minilm is not None:

@@ -57,3 +57,17 @@ def entropy_bytes(counts: np.ndarray) -> float:
 def order0_bytes(codes: np.ndarray) -> float:
     """Order-0 entropy of one int8 code tensor, in bytes: its per-tensor bound."""
     return entropy_bytes(np.bincount(codes.ravel().view(np.uint8), minlength=256))
+
+
+def int_codes(model) -> list[tuple[str, np.ndarray, int]]:
+    """(name, int8 codes [rows, cols], bits) of every int tensor of a quantized model, as stored."""
+    return [(e.name, np.ascontiguousarray(e.quantized.codes.numpy()), int(e.scheme.bits))
+            for e in model.entries if e.scheme.is_int]
+
+
+def labelled_path(value: str, option: str) -> tuple[str, str]:
+    """(label, path) of a LABEL=PATH command-line value; a one-line error naming `option` otherwise."""
+    label, _, path = value.partition("=")
+    if not path:
+        raise SystemExit(f"error: {option} {value!r}: expected LABEL=PATH")
+    return label, path

